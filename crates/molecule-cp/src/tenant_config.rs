@@ -1,0 +1,63 @@
+//! What a tenant is configured with: the values it pulls from `/cp/tenants/config` (and so
+//! gets again, without SSH or re-provisioning, whenever they change) and, on top, the boot
+//! credentials it is launched with.
+
+use std::collections::BTreeMap;
+
+use molecule_shared::crypto::EncryptionKey;
+use sha2::{Digest, Sha256};
+
+use crate::provider::BootEnv;
+use crate::store::Org;
+use crate::ControlPlane;
+
+/// The flat string map served at `/cp/tenants/config`.
+pub fn config_map(cp: &ControlPlane, org: &Org) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    map.insert("MOLECULE_CP_URL".into(), cp.base_url.clone());
+    map.insert("MOLECULE_ORG_ID".into(), org.id.clone());
+    map.insert("MOLECULE_ORG_SLUG".into(), org.slug.clone());
+    if let Some(secret) = &cp.config.shared_secret {
+        map.insert(
+            "MOLECULE_CP_SHARED_SECRET".into(),
+            secret.expose().to_owned(),
+        );
+    }
+    map
+}
+
+/// A strong ETag over the map's canonical JSON (a `BTreeMap` serialises in key order).
+pub fn etag(map: &BTreeMap<String, String>) -> String {
+    let json = serde_json::to_vec(map).expect("a string map always serialises");
+    format!("\"{}\"", &hex::encode(Sha256::digest(json))[..32])
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootEnvError {
+    #[error("the org has no stored credentials")]
+    NoCredentials,
+    #[error("stored credentials do not decrypt: {0}")]
+    Sealed(#[from] molecule_shared::crypto::SealError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The full environment a tenant boots with: its config plus its own credentials.
+pub async fn boot_env(cp: &ControlPlane, org: &Org) -> Result<BootEnv, BootEnvError> {
+    let creds = cp
+        .store
+        .credentials(&org.id)
+        .await?
+        .ok_or(BootEnvError::NoCredentials)?;
+    let key = &cp.config.encryption_key;
+    let admin_token = key.open(&org.id, "admin_token", &creds.admin_token_sealed)?;
+    let tenant_key = key.open(&org.id, "encryption_key", &creds.encryption_key_sealed)?;
+    // The tenant key is stored base64; parse it to be sure it is a key before handing it over.
+    let tenant_key = EncryptionKey::parse("SECRETS_ENCRYPTION_KEY", &tenant_key)
+        .map_err(|_| BootEnvError::Sealed(molecule_shared::crypto::SealError::Open))?;
+    let mut env = BootEnv::from(config_map(cp, org));
+    env.set_secret("ADMIN_TOKEN", &admin_token);
+    env.set_secret("SECRETS_ENCRYPTION_KEY", &tenant_key.to_base64());
+    env.set("MOLECULE_ENV", "production");
+    Ok(env)
+}
