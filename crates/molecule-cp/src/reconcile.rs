@@ -354,6 +354,9 @@ async fn heal(
     }
 
     cp.metrics.inc("cp_tenant_restarts_total", &[]);
+    // Not serving while it restarts: the router must not be sent to the old address.
+    inst.status = InstanceStatus::Starting;
+    cp.store.save_instance(&inst).await?;
     let result: Result<String, String> = async {
         let spec = tenant_spec(cp, org).await?;
         let observed = cp

@@ -75,6 +75,11 @@ fn classify_v6(ip: Ipv6Addr) -> Option<&'static str> {
         let v4 = Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8);
         return classify_v4(v4);
     }
+    // The EC2 metadata service's IPv6 address sits inside unique-local space, which private
+    // deployments allow; it must never be reachable.
+    if s == [0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254] {
+        return Some("cloud metadata");
+    }
     Some(if ip.is_loopback() {
         "loopback"
     } else if ip.is_unspecified() {
@@ -158,6 +163,8 @@ mod tests {
         for (url, policy) in [
             ("http://169.254.169.254/latest/meta-data", AllowLoopback),
             ("http://[fd00:ec2::254]/", PublicOnly),
+            ("http://[fd00:ec2::254]/", AllowLoopback),
+            ("http://[fd00:ec2::254]/", AllowPrivate),
             ("http://127.0.0.1:8080/", PublicOnly),
             ("http://localhost/", PublicOnly),
             ("http://10.0.0.5/", PublicOnly),

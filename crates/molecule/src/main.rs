@@ -1,5 +1,6 @@
 //! `molecule`: one binary for every part of the system.
 
+mod bench;
 mod org_cli;
 mod up;
 
@@ -39,6 +40,8 @@ enum Command {
     Up(up::UpArgs),
     /// Manage orgs through the control plane's admin API.
     Org(org_cli::OrgArgs),
+    /// Measure a running system (signup latency, memory).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -157,5 +160,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Up(args) => up::run(args, shutdown_on_signal()).await,
         Command::Org(args) => org_cli::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }

@@ -1,5 +1,5 @@
 //! The local provider: each instance is a child process of this binary (`molecule tenant serve`
-//! or `molecule agent`) with its own folder, port, log and pidfile. The pidfile's lock, not the
+//! or `molecule agent`) with its own folder, port, log (under `logs/`) and pidfile. The pidfile's lock, not the
 //! PID, identifies a live instance, so a restarted control plane adopts the processes it finds
 //! and never starts a second one, and a recycled PID is never signalled.
 
@@ -54,8 +54,11 @@ impl LocalProvider {
         self.dir(role, name).join("instance.pid")
     }
 
+    /// Logs live outside the instance folder, so they survive a purge of the instance's data.
     pub fn log_path(&self, role: Role, name: &str) -> PathBuf {
-        self.dir(role, name).join("instance.log")
+        self.root
+            .join("logs")
+            .join(format!("{}-{name}.log", role.as_str()))
     }
 
     fn instance_id(role: Role, name: &str) -> String {
@@ -162,8 +165,12 @@ impl LocalProvider {
         let dir = self.dir(spec.role, &spec.name);
         std::fs::create_dir_all(&dir)
             .map_err(|e| launch_err(format!("cannot create {}: {e}", dir.display())))?;
-        let log = open_log(&self.log_path(spec.role, &spec.name))
-            .map_err(|e| launch_err(format!("cannot open log: {e}")))?;
+        let log_path = self.log_path(spec.role, &spec.name);
+        if let Some(parent) = log_path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| launch_err(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let log = open_log(&log_path).map_err(|e| launch_err(format!("cannot open log: {e}")))?;
         let log_err = log.try_clone().map_err(|e| launch_err(e.to_string()))?;
         let port_file = dir.join("port");
         let preferred_port = std::fs::read_to_string(&port_file)

@@ -1,0 +1,9 @@
+//! System tests: the control plane, its local tenants and agents, and `molecule up`, all real
+//! processes on real sockets.
+
+mod cp_auth;
+mod cp_input;
+mod cp_lifecycle;
+mod local_saas;
+mod strict_mode;
+mod support;

@@ -1,0 +1,404 @@
+//! One harness for the system tests: a real control plane on a real port (port 0), SQLite in a
+//! temp dir, the local provider running the real `molecule` binary as tenants and agents.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use molecule_cp::config::{CpConfig, ProviderKind};
+use molecule_cp::provider::local::LocalProvider;
+use molecule_cp::provider::Provider;
+use molecule_cp::startup::Application;
+use molecule_cp::ControlPlane;
+use molecule_shared::crypto::EncryptionKey;
+use molecule_shared::secret::Secret;
+use molecule_shared::ssrf::SsrfPolicy;
+use molecule_shared::token::{self, TokenKind};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_molecule");
+
+pub type ProviderWrap = Box<dyn FnOnce(Arc<dyn Provider>) -> Arc<dyn Provider> + Send>;
+
+pub struct TestCpBuilder {
+    shared_secret: bool,
+    admin_token: bool,
+    wrap: Option<ProviderWrap>,
+}
+
+impl TestCpBuilder {
+    pub fn without_shared_secret(mut self) -> Self {
+        self.shared_secret = false;
+        self
+    }
+
+    pub fn without_admin_token(mut self) -> Self {
+        self.admin_token = false;
+        self
+    }
+
+    /// Puts a wrapper (fault injection) around the local provider.
+    pub fn wrap_provider(
+        mut self,
+        wrap: impl FnOnce(Arc<dyn Provider>) -> Arc<dyn Provider> + Send + 'static,
+    ) -> Self {
+        self.wrap = Some(Box::new(wrap));
+        self
+    }
+
+    pub async fn start(self) -> TestCp {
+        let dir = tempfile::Builder::new()
+            .prefix("molecule-test")
+            .tempdir()
+            .unwrap();
+        let config = CpConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: format!("sqlite://{}", dir.path().join("cp.db").display()),
+            data_dir: dir.path().to_path_buf(),
+            provider: ProviderKind::Local,
+            strict: false,
+            admin_token: self
+                .admin_token
+                .then(|| token::generate(TokenKind::CpAdmin)),
+            shared_secret: self
+                .shared_secret
+                .then(|| token::generate(TokenKind::ProvisionShared)),
+            shared_secret_previous: None,
+            encryption_key: EncryptionKey::generate(),
+            cp_base_url: None,
+            ssrf: SsrfPolicy::AllowLoopback,
+            reconcile_interval: Duration::from_millis(300),
+            provision_deadline: Duration::from_secs(30),
+            tenant_version: "test".into(),
+        };
+        let local = Arc::new(LocalProvider::new(
+            PathBuf::from(BIN),
+            dir.path().to_path_buf(),
+        ));
+        let mut provider: Arc<dyn Provider> = local.clone();
+        if let Some(wrap) = self.wrap {
+            provider = wrap(provider);
+        }
+        let mut cp = TestCp {
+            _dir: dir,
+            local,
+            provider,
+            config,
+            app: None,
+            http: reqwest::Client::new(),
+        };
+        cp.boot().await;
+        cp
+    }
+}
+
+pub struct TestCp {
+    /// Holds the data dir for the life of the test.
+    _dir: tempfile::TempDir,
+    pub local: Arc<LocalProvider>,
+    provider: Arc<dyn Provider>,
+    pub config: CpConfig,
+    app: Option<(
+        Arc<ControlPlane>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    )>,
+    pub http: reqwest::Client,
+}
+
+impl TestCp {
+    pub fn builder() -> TestCpBuilder {
+        TestCpBuilder {
+            shared_secret: true,
+            admin_token: true,
+            wrap: None,
+        }
+    }
+
+    pub async fn start() -> TestCp {
+        Self::builder().start().await
+    }
+
+    async fn boot(&mut self) {
+        let token = CancellationToken::new();
+        let app = Application::build(self.config.clone(), self.provider.clone(), token.clone())
+            .await
+            .unwrap();
+        // Keep the same address across restarts: tenants were told it.
+        self.config.listen = app.addr();
+        self.config.cp_base_url = Some(app.base_url().to_owned());
+        let cp = app.cp.clone();
+        let task = tokio::spawn(app.run_until_stopped());
+        self.app = Some((cp, token, task));
+    }
+
+    pub fn cp(&self) -> &Arc<ControlPlane> {
+        &self.app.as_ref().expect("running").0
+    }
+
+    pub fn url(&self) -> String {
+        self.config.cp_base_url.clone().unwrap()
+    }
+
+    pub fn admin_token(&self) -> &str {
+        self.config
+            .admin_token
+            .as_ref()
+            .map(Secret::expose)
+            .unwrap_or("")
+    }
+
+    pub fn shared_secret(&self) -> &str {
+        self.config
+            .shared_secret
+            .as_ref()
+            .map(Secret::expose)
+            .unwrap_or("")
+    }
+
+    /// Stops the control plane only; its instances keep running.
+    pub async fn stop_cp(&mut self) {
+        if let Some((_, token, task)) = self.app.take() {
+            token.cancel();
+            task.await.unwrap();
+        }
+    }
+
+    /// Stops and starts the control plane on the same address, database and data dir.
+    pub async fn restart(&mut self) {
+        self.stop_cp().await;
+        self.boot().await;
+    }
+
+    /// A request with an optional bearer and JSON body; returns status and JSON (or Null).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.url()));
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call(method, path, Some(self.admin_token()), body)
+            .await
+    }
+
+    pub async fn create_org(&self, slug: &str) -> Value {
+        let (status, body) = self
+            .admin(
+                Method::POST,
+                "/cp/admin/orgs",
+                Some(serde_json::json!({"slug": slug, "name": slug.to_uppercase()})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// Polls the public lookup until the org has `status`; returns the lookup body.
+    pub async fn wait_status(&self, slug: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (code, body) = self
+                .call(
+                    Method::GET,
+                    &format!("/cp/orgs/{slug}/instance"),
+                    None,
+                    None,
+                )
+                .await;
+            if code == StatusCode::OK
+                && body["status"] == status
+                && (status != "running" || body["backend"].is_string())
+            {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "org {slug} did not reach {status}: {code} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn create_running_org(&self, slug: &str) -> (Value, String) {
+        let org = self.create_org(slug).await;
+        let lookup = self.wait_status(slug, "running").await;
+        (org, lookup["backend"].as_str().unwrap().to_owned())
+    }
+
+    pub async fn tenant_token(&self, slug: &str) -> String {
+        let (status, body) = self
+            .admin(
+                Method::GET,
+                &format!("/cp/admin/orgs/{slug}/admin-token"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["admin_token"].as_str().unwrap().to_owned()
+    }
+
+    pub fn tenant_pid(&self, slug: &str) -> Option<i32> {
+        pid_in(
+            &self
+                .local
+                .dir(molecule_cp::provider::Role::Tenant, slug)
+                .join("instance.pid"),
+        )
+    }
+
+    pub async fn state_counts(&self) -> Vec<(&'static str, i64)> {
+        self.cp().store.state_counts().await.unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        self.stop_cp().await;
+        self.local.stop_all().await.unwrap();
+    }
+}
+
+/// The PID of the live holder of a pidfile.
+pub fn pid_in(path: &std::path::Path) -> Option<i32> {
+    match molecule_shared::pidfile::probe(path).ok()? {
+        molecule_shared::pidfile::Probe::Live { pid, .. } if pid > 0 => Some(pid),
+        _ => None,
+    }
+}
+
+/// How many live processes run `molecule tenant serve` for the pidfile `path`.
+pub fn processes_with_arg(needle: &str) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            // Zombies have an empty cmdline; only live processes count.
+            if cmd.contains(needle) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+impl Drop for TestCp {
+    fn drop(&mut self) {
+        // Never leave instance processes behind, even when a test fails.
+        for (role, name) in self.local.known_instances() {
+            let pidfile = self.local.dir(role, &name).join("instance.pid");
+            let _ = molecule_shared::pidfile::signal_holder(&pidfile, libc::SIGKILL);
+        }
+    }
+}
+
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A provider that fails on purpose: `ensure` for chosen names, `terminate` of tenants a given
+/// number of times. Everything else goes to the real provider.
+pub struct FaultyProvider {
+    inner: Arc<dyn Provider>,
+    launch_failures: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    terminate_failures: std::sync::atomic::AtomicUsize,
+}
+
+impl FaultyProvider {
+    pub fn wrap(inner: Arc<dyn Provider>) -> Arc<FaultyProvider> {
+        Arc::new(FaultyProvider {
+            inner,
+            launch_failures: Default::default(),
+            terminate_failures: Default::default(),
+        })
+    }
+
+    pub fn fail_launches(&self, name: &str, times: usize) {
+        self.launch_failures
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), times);
+    }
+
+    pub fn fail_tenant_terminates(&self, times: usize) {
+        self.terminate_failures
+            .store(times, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+use molecule_cp::provider::{InstanceSpec, Observed, ProviderError, Role};
+
+#[async_trait::async_trait]
+impl Provider for FaultyProvider {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    async fn ensure(&self, spec: &InstanceSpec) -> Result<Observed, ProviderError> {
+        {
+            let mut failures = self.launch_failures.lock().unwrap();
+            if let Some(n) = failures.get_mut(&spec.name) {
+                if *n > 0 {
+                    *n -= 1;
+                    return Err(ProviderError::Launch {
+                        role: "tenant",
+                        reason: "injected launch failure".into(),
+                    });
+                }
+            }
+        }
+        self.inner.ensure(spec).await
+    }
+
+    async fn describe(&self, role: Role, name: &str) -> Result<Observed, ProviderError> {
+        self.inner.describe(role, name).await
+    }
+
+    async fn stop(&self, role: Role, name: &str) -> Result<(), ProviderError> {
+        self.inner.stop(role, name).await
+    }
+
+    async fn terminate(&self, role: Role, name: &str) -> Result<(), ProviderError> {
+        use std::sync::atomic::Ordering;
+        if role == Role::Tenant
+            && self
+                .terminate_failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(ProviderError::Io("injected terminate failure".into()));
+        }
+        self.inner.terminate(role, name).await
+    }
+
+    async fn console(&self, role: Role, name: &str) -> Result<String, ProviderError> {
+        self.inner.console(role, name).await
+    }
+}
