@@ -59,5 +59,15 @@ pub async fn boot_env(cp: &ControlPlane, org: &Org) -> Result<BootEnv, BootEnvEr
     env.set_secret("ADMIN_TOKEN", &admin_token);
     env.set_secret("SECRETS_ENCRYPTION_KEY", &tenant_key.to_base64());
     env.set("MOLECULE_ENV", "production");
+    // Where this deployment lets addresses point (agents on loopback under `molecule up`).
+    match cp.config.ssrf {
+        molecule_shared::ssrf::SsrfPolicy::PublicOnly => {}
+        molecule_shared::ssrf::SsrfPolicy::AllowPrivate => {
+            env.set("MOLECULE_SSRF_ALLOW", "private")
+        }
+        molecule_shared::ssrf::SsrfPolicy::AllowLoopback => {
+            env.set("MOLECULE_SSRF_ALLOW", "loopback")
+        }
+    }
     Ok(env)
 }

@@ -20,6 +20,8 @@ pub enum TokenKind {
     ProvisionShared,
     /// A workspace's registration token, issued by a tenant.
     Workspace,
+    /// An org API token, issued by a tenant (an admin credential for that tenant).
+    OrgApi,
 }
 
 impl TokenKind {
@@ -29,6 +31,7 @@ impl TokenKind {
             TokenKind::TenantAdmin => "mol_tat_",
             TokenKind::ProvisionShared => "mol_pss_",
             TokenKind::Workspace => "mol_wst_",
+            TokenKind::OrgApi => "mol_org_",
         }
     }
 }
@@ -37,6 +40,32 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     bytes
+}
+
+/// A random (version 4) UUID in its lowercase hyphenated form.
+pub fn new_uuid() -> String {
+    let mut b = random_bytes::<16>();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Whether `s` is a lowercase hyphenated UUID (the form the tenant API accepts as an id).
+pub fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(c),
+        })
 }
 
 /// Mints a new token of `kind`.
@@ -77,6 +106,7 @@ pub fn audit_prefix(presented: &str) -> &'static str {
         TokenKind::TenantAdmin,
         TokenKind::ProvisionShared,
         TokenKind::Workspace,
+        TokenKind::OrgApi,
     ]
     .into_iter()
     .map(TokenKind::prefix)
@@ -113,6 +143,16 @@ mod tests {
         assert_ne!(TokenHash::of(a.expose()), TokenHash::of(b.expose()));
         assert_eq!(audit_prefix(a.expose()), "mol_tat_");
         assert_eq!(audit_prefix("garbage"), "unrecognised");
+    }
+
+    #[test]
+    fn uuids_are_v4_and_recognised() {
+        let id = new_uuid();
+        assert!(is_uuid(&id), "{id}");
+        assert_eq!(&id[14..15], "4");
+        assert!(!is_uuid(&id.to_uppercase()));
+        assert!(!is_uuid("not-a-uuid"));
+        assert_ne!(new_uuid(), new_uuid());
     }
 
     #[test]

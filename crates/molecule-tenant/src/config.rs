@@ -3,8 +3,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::net::IpAddr;
+use std::time::Duration;
+
 use molecule_shared::crypto::{EncryptionKey, KeyError};
 use molecule_shared::secret::{self, Secret, SecretSourceError};
+use molecule_shared::ssrf::SsrfPolicy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -38,6 +42,24 @@ pub struct TenantConfig {
     pub cp: Option<CpLink>,
     pub encryption_key: Option<EncryptionKey>,
     pub platform_url: Option<String>,
+    /// Browser origins allowed by CORS.
+    pub cors_origins: Vec<String>,
+    /// Requests per minute per client IP (`RATE_LIMIT`); none in open dev mode.
+    pub rate_limit: u32,
+    /// Peers whose `X-Forwarded-For` is believed (the edge router), for rate limiting.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Where `/cp/*` is proxied (allowlisted paths only).
+    pub cp_upstream_url: Option<url::Url>,
+    /// Fallback Discord application public key (hex) when a channel has none.
+    pub discord_public_key: Option<String>,
+    /// Which addresses agent URLs may point at.
+    pub ssrf: SsrfPolicy,
+    /// A workspace still provisioning after this long is failed.
+    pub provision_timeout: Duration,
+    /// An online workspace without a heartbeat for this long is offline.
+    pub liveness_timeout: Duration,
+    /// How often the sweeps run.
+    pub sweep_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +144,88 @@ impl TenantConfig {
             }
             _ => None,
         };
+        let secs =
+            |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
+                match var(name) {
+                    Some(v) => v.parse::<u64>().map(Duration::from_secs).map_err(|_| {
+                        ConfigError::Invalid {
+                            name,
+                            reason: "must be a whole number of seconds".into(),
+                        }
+                    }),
+                    None => Ok(Duration::from_secs(default)),
+                }
+            };
+        let rate_limit = match var("RATE_LIMIT") {
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or(ConfigError::Invalid {
+                    name: "RATE_LIMIT",
+                    reason: "must be a positive number of requests per minute".into(),
+                })?,
+            None => 600,
+        };
+        let trusted_proxies = var("TRUSTED_PROXIES")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::parse)
+                    .collect::<Result<Vec<IpAddr>, _>>()
+            })
+            .transpose()
+            .map_err(|_| ConfigError::Invalid {
+                name: "TRUSTED_PROXIES",
+                reason: "must be a comma-separated list of IP addresses".into(),
+            })?
+            .unwrap_or_default();
+        let cp_upstream_url = var("CP_UPSTREAM_URL")
+            .map(|v| molecule_shared::ssrf::check_syntax(&v))
+            .transpose()
+            .map_err(|e| ConfigError::Invalid {
+                name: "CP_UPSTREAM_URL",
+                reason: e.to_string(),
+            })?;
+        let saas = org_id.is_some();
+        let ssrf = match var("MOLECULE_SSRF_ALLOW").as_deref() {
+            Some("loopback") => SsrfPolicy::AllowLoopback,
+            Some("private") => SsrfPolicy::AllowPrivate,
+            Some("public") => SsrfPolicy::PublicOnly,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    name: "MOLECULE_SSRF_ALLOW",
+                    reason: "must be public, private or loopback".into(),
+                })
+            }
+            None if mode == Mode::OpenDev => SsrfPolicy::AllowLoopback,
+            // SaaS workspaces reach their tenant over the VPC's private addresses.
+            None if saas => SsrfPolicy::AllowPrivate,
+            None => SsrfPolicy::PublicOnly,
+        };
         Ok(TenantConfig {
+            cors_origins: var("CORS_ORIGINS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_else(|| {
+                    vec![
+                        "http://localhost:3000".into(),
+                        "http://localhost:3001".into(),
+                    ]
+                }),
+            rate_limit,
+            trusted_proxies,
+            cp_upstream_url,
+            discord_public_key: var("DISCORD_APP_PUBLIC_KEY"),
+            ssrf,
+            provision_timeout: secs("PROVISION_TIMEOUT_SECONDS", 600)?,
+            liveness_timeout: secs("LIVENESS_TIMEOUT_SECONDS", 180)?,
+            sweep_interval: secs("SWEEP_INTERVAL_SECONDS", 15)?.max(Duration::from_secs(1)),
             listen,
             prefer_port,
             pidfile,

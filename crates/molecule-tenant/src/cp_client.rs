@@ -211,6 +211,119 @@ impl CpClient {
     }
 }
 
+/// What the CP answers to a provision request.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Provisioned {
+    pub instance_id: String,
+    #[serde(default)]
+    pub private_ip: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+}
+
+const PROVISION_TIMEOUT: Duration = Duration::from_secs(120);
+const CONSOLE_CAP: usize = 256 * 1024;
+
+impl CpClient {
+    /// A `/cp/workspaces/*` call with the platform bearer and our admin token. After a 401 the
+    /// configuration is refreshed at once (the shared secret may have rotated) and the call is
+    /// made once more with the new values.
+    async fn workspace_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        timeout: Duration,
+        cap: usize,
+    ) -> Result<Vec<u8>, CpError> {
+        for attempt in 0..2 {
+            let mut req = self
+                .http
+                .request(method.clone(), self.url(path))
+                .timeout(timeout);
+            if let Some(secret) = &self.settings().shared_secret {
+                req = req.bearer_auth(secret.expose());
+            }
+            req = req.header("X-Molecule-Admin-Token", self.link.admin_token.expose());
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| CpError::Transport(without_url(&e)))?;
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
+                tracing::warn!(
+                    path,
+                    "control plane answered 401; refreshing configuration and retrying once"
+                );
+                if let Err(e) = self.refresh().await {
+                    tracing::warn!(error = %e, "configuration refresh after 401 failed");
+                }
+                continue;
+            }
+            if !resp.status().is_success() {
+                return Err(self.error_for(resp).await);
+            }
+            return read_capped(resp, cap)
+                .await
+                .map_err(|e| CpError::Invalid(e.to_string()));
+        }
+        Err(CpError::Unauthorized)
+    }
+
+    pub async fn provision(&self, body: &serde_json::Value) -> Result<Provisioned, CpError> {
+        let bytes = self
+            .workspace_call(
+                reqwest::Method::POST,
+                "/cp/workspaces/provision",
+                Some(body),
+                PROVISION_TIMEOUT,
+                CONFIG_CAP,
+            )
+            .await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|_| CpError::Invalid("provision response lacks instance_id".into()))
+    }
+
+    /// Releases a workspace's instance; a failure is an error, never a silent success.
+    pub async fn release(&self, workspace_id: &str, instance_id: &str) -> Result<(), CpError> {
+        let path = format!("/cp/workspaces/{workspace_id}?instance_id={instance_id}");
+        match self
+            .workspace_call(reqwest::Method::DELETE, &path, None, TIMEOUT, CONFIG_CAP)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already gone at the CP: the release has happened.
+            Err(CpError::Status { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn console(&self, workspace_id: &str) -> Result<String, CpError> {
+        let bytes = self
+            .workspace_call(
+                reqwest::Method::GET,
+                &format!("/cp/workspaces/{workspace_id}/console"),
+                None,
+                TIMEOUT,
+                CONSOLE_CAP,
+            )
+            .await?;
+        #[derive(serde::Deserialize)]
+        struct Console {
+            output: String,
+        }
+        serde_json::from_slice::<Console>(&bytes)
+            .map(|c| c.output)
+            .map_err(|_| CpError::Invalid("console response lacks output".into()))
+    }
+
+    pub fn org_id(&self) -> &str {
+        &self.link.org_id
+    }
+}
+
 /// Refreshes the configuration every `every` until shutdown.
 pub async fn refresh_loop(client: Arc<CpClient>, every: Duration, shutdown: CancellationToken) {
     loop {

@@ -11,9 +11,12 @@ use molecule_shared::telemetry::Metrics;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{router, TenantState};
+use crate::api::router;
 use crate::config::{Mode, TenantConfig};
 use crate::cp_client::{refresh_loop, CpClient};
+use crate::events::Events;
+use crate::limits::RateLimiter;
+use crate::state::TenantState;
 use crate::store::TenantStore;
 
 /// Sends boot events one after another in the background.
@@ -85,12 +88,27 @@ pub async fn run(config: TenantConfig, shutdown: CancellationToken) -> anyhow::R
             shutdown.clone(),
         ));
     }
+    let platform_url = config
+        .platform_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
     let state = Arc::new(TenantState {
+        limiter: RateLimiter::new(config.rate_limit, Duration::from_secs(60)),
+        mint_limiter: RateLimiter::new(10, Duration::from_secs(3600)),
+        events: Events::new(store.clone()),
         config,
         store,
         cp,
         metrics: Metrics::default(),
+        platform_url,
+        http,
     });
+    tokio::spawn(crate::lifecycle::sweeps(state.clone(), shutdown.clone()));
     molecule_shared::server::serve(listener, router(state), shutdown).await;
     tracing::info!("tenant stopped");
     drop(pidfile);
