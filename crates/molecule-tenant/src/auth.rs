@@ -91,7 +91,8 @@ pub async fn identify(state: &TenantState, headers: &HeaderMap) -> Result<Caller
 
 /// The kinds of gate a route can have. The route table records one per route, and the router
 /// applies exactly that gate, so the table the auth-matrix test reads is the one that runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Gate {
     /// No credential (the documented public list).
     Public,

@@ -107,6 +107,7 @@ pub async fn run(config: TenantConfig, shutdown: CancellationToken) -> anyhow::R
         metrics: Metrics::default(),
         platform_url,
         http,
+        routes: Default::default(),
     });
     tokio::spawn(crate::lifecycle::sweeps(state.clone(), shutdown.clone()));
     molecule_shared::server::serve(listener, router(state), shutdown).await;

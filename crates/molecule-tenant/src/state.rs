@@ -23,6 +23,8 @@ pub struct TenantState {
     pub mint_limiter: RateLimiter,
     /// Client for the `/cp/*` proxy and outbound calls: timeouts, no redirects.
     pub http: reqwest::Client,
+    /// The route table the router was built from (served at `/admin/routes`).
+    pub routes: std::sync::OnceLock<Vec<crate::api::RouteInfo>>,
 }
 
 pub type AppState = Arc<TenantState>;

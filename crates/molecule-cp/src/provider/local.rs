@@ -14,8 +14,16 @@ use molecule_shared::pidfile::{self, Probe};
 
 use super::{InstanceSpec, Observed, ObservedState, Provider, ProviderError, Role};
 
-/// Variables passed through from our own environment: diagnostics only, never credentials.
-const PASSTHROUGH: &[&str] = &["RUST_LOG", "RUST_BACKTRACE"];
+/// Variables passed through from our own environment: diagnostics and timing knobs, never
+/// credentials.
+const PASSTHROUGH: &[&str] = &[
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+    "MOLECULE_CONFIG_REFRESH_SECS",
+    "HEARTBEAT_INTERVAL_SECONDS",
+    "SWEEP_INTERVAL_SECONDS",
+    "LIVENESS_TIMEOUT_SECONDS",
+];
 const CONSOLE_TAIL: u64 = 64 * 1024;
 
 type LaunchLock = Arc<tokio::sync::Mutex<()>>;
@@ -25,6 +33,8 @@ pub struct LocalProvider {
     root: PathBuf,
     start_timeout: Duration,
     stop_grace: Duration,
+    /// Extra environment for every instance (timing knobs set by the operator or a test).
+    extra_env: Vec<(String, String)>,
     /// One launch at a time per instance, so concurrent `ensure` calls do not race.
     launching: Mutex<HashMap<(Role, String), LaunchLock>>,
 }
@@ -38,8 +48,15 @@ impl LocalProvider {
             root,
             start_timeout: Duration::from_secs(20),
             stop_grace: Duration::from_secs(5),
+            extra_env: Vec::new(),
             launching: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Adds `name=value` to every instance's environment (never a credential).
+    pub fn with_env(mut self, name: &str, value: &str) -> Self {
+        self.extra_env.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     pub fn dir(&self, role: Role, name: &str) -> PathBuf {
@@ -197,6 +214,7 @@ impl LocalProvider {
                 cmd.env(name, v);
             }
         }
+        cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         cmd.envs(spec.env.iter());
         if spec.role == Role::Tenant && spec.env.get("DATABASE_URL").is_none() {
             cmd.env(

@@ -38,7 +38,7 @@ use crate::store::Workspace;
 pub const DEFAULT_BODY_LIMIT: usize = 256 * 1024;
 
 /// One declared route: what the auth-matrix test reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RouteInfo {
     pub method: &'static str,
     pub path: &'static str,
@@ -100,6 +100,7 @@ pub fn routes(state: AppState) -> (Router<AppState>, Vec<RouteInfo>) {
     };
     let t = t
         .add("GET", "/health", Public, get(health))
+        .add("GET", "/admin/routes", Admin, get(route_table))
         .add("GET", "/metrics", Public, get(metrics))
         // Workspaces.
         .add("GET", "/workspaces", Admin, get(workspaces::list))
@@ -354,7 +355,8 @@ pub fn routes(state: AppState) -> (Router<AppState>, Vec<RouteInfo>) {
 }
 
 pub fn router(state: AppState) -> Router {
-    let (app, _) = routes(state.clone());
+    let (app, table) = routes(state.clone());
+    let _ = state.routes.set(table);
     let origins: Vec<HeaderValue> = state
         .config
         .cors_origins
@@ -464,6 +466,12 @@ async fn health(State(state): State<AppState>) -> Response {
     } else {
         error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
     }
+}
+
+/// Every route with its gate: for operators, client authors, and the auth-matrix test.
+async fn route_table(State(state): State<AppState>) -> Response {
+    let table = state.routes.get().cloned().unwrap_or_default();
+    crate::json::ok(serde_json::json!({ "routes": table, "public": PUBLIC_ROUTES.iter().map(|(m, p)| serde_json::json!({ "method": m, "path": p })).collect::<Vec<_>>() })).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -21,6 +21,24 @@ use crate::store::{HeartbeatFigures, Val, Workspace, WsStatus};
 /// The workspace `id` if the caller may act as it: its own token, or (open dev mode only) no
 /// token while the workspace has none. Unknown and removed workspaces are 404.
 async fn acting_as(state: &AppState, caller: &Caller, id: &str) -> Result<Workspace, Response> {
+    let dev = state.config.mode == Mode::OpenDev;
+    // The credential is judged before the id is looked up, so a token cannot probe for ids.
+    match caller {
+        Caller::Workspace(own) if own == id => {}
+        Caller::Anonymous if dev => {}
+        Caller::Anonymous => {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "missing workspace auth token",
+            ))
+        }
+        _ => {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "invalid workspace auth token",
+            ))
+        }
+    }
     let unknown = || error(StatusCode::NOT_FOUND, "workspace not found");
     if !molecule_shared::token::is_uuid(id) {
         return Err(unknown());
@@ -34,33 +52,20 @@ async fn acting_as(state: &AppState, caller: &Caller, id: &str) -> Result<Worksp
     if w.status == WsStatus::Removed {
         return Err(unknown());
     }
-    match caller {
-        Caller::Workspace(own) if own == id => Ok(w),
-        Caller::Anonymous if state.config.mode == Mode::OpenDev => {
-            if state
-                .store
-                .count_live_tokens(id)
-                .await
-                .map_err(|e| internal(e, "auth check failed"))?
-                == 0
-            {
-                Ok(w)
-            } else {
-                Err(error(
-                    StatusCode::UNAUTHORIZED,
-                    "missing workspace auth token",
-                ))
-            }
-        }
-        Caller::Anonymous => Err(error(
+    if *caller == Caller::Anonymous
+        && state
+            .store
+            .count_live_tokens(id)
+            .await
+            .map_err(|e| internal(e, "auth check failed"))?
+            > 0
+    {
+        return Err(error(
             StatusCode::UNAUTHORIZED,
             "missing workspace auth token",
-        )),
-        _ => Err(error(
-            StatusCode::UNAUTHORIZED,
-            "invalid workspace auth token",
-        )),
+        ));
     }
+    Ok(w)
 }
 
 #[derive(Deserialize)]

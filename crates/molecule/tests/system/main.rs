@@ -7,3 +7,4 @@ mod cp_lifecycle;
 mod local_saas;
 mod strict_mode;
 mod support;
+mod tenant_api;

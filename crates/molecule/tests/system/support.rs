@@ -26,6 +26,7 @@ pub struct TestCpBuilder {
     shared_secret: bool,
     admin_token: bool,
     wrap: Option<ProviderWrap>,
+    instance_env: Vec<(String, String)>,
 }
 
 impl TestCpBuilder {
@@ -45,6 +46,12 @@ impl TestCpBuilder {
         wrap: impl FnOnce(Arc<dyn Provider>) -> Arc<dyn Provider> + Send + 'static,
     ) -> Self {
         self.wrap = Some(Box::new(wrap));
+        self
+    }
+
+    /// Sets an environment variable for every instance the CP launches.
+    pub fn instance_env(mut self, name: &str, value: &str) -> Self {
+        self.instance_env.push((name.into(), value.into()));
         self
     }
 
@@ -114,6 +121,7 @@ impl TestCp {
             shared_secret: true,
             admin_token: true,
             wrap: None,
+            instance_env: Vec::new(),
         }
     }
 
@@ -400,5 +408,149 @@ impl Provider for FaultyProvider {
 
     async fn console(&self, role: Role, name: &str) -> Result<String, ProviderError> {
         self.inner.console(role, name).await
+    }
+}
+
+/// A tenant server run as the real binary (`molecule tenant serve`) with exactly the given
+/// environment, its log kept in a file: the subject of the black-box suite.
+pub struct TestTenant {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub admin_token: String,
+    child: std::process::Child,
+    pub http: reqwest::Client,
+}
+
+pub const TENANT_ADMIN_TOKEN: &str = "mol_tat_black-box-admin-token-0123456789abcdef";
+
+impl TestTenant {
+    /// A strict standalone tenant on a fresh install with `ADMIN_TOKEN` set, plus `env`.
+    pub async fn start(env: &[(&str, &str)]) -> TestTenant {
+        let mut all = vec![
+            ("ADMIN_TOKEN", TENANT_ADMIN_TOKEN),
+            ("MOLECULE_ENV", "staging"),
+            (
+                "SECRETS_ENCRYPTION_KEY",
+                "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+            ),
+            ("MOLECULE_SSRF_ALLOW", "loopback"),
+        ];
+        for (k, v) in env {
+            all.retain(|(name, _)| name != k);
+            all.push((k, v));
+        }
+        Self::start_exact(&all).await
+    }
+
+    /// A tenant with exactly `env` (nothing else).
+    pub async fn start_exact(env: &[(&str, &str)]) -> TestTenant {
+        let dir = tempfile::Builder::new()
+            .prefix("molecule-tenant")
+            .tempdir()
+            .unwrap();
+        let pidfile = dir.path().join("tenant.pid");
+        let log = std::fs::File::create(dir.path().join("tenant.log")).unwrap();
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(["tenant", "serve", "--listen", "127.0.0.1:0", "--pidfile"])
+            .arg(&pidfile)
+            .env_clear()
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}", dir.path().join("tenant.db").display()),
+            )
+            .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child = cmd.spawn().unwrap();
+        let started = Instant::now();
+        let addr = loop {
+            if let Ok(molecule_shared::pidfile::Probe::Live {
+                addr: Some(addr), ..
+            }) = molecule_shared::pidfile::probe(&pidfile)
+            {
+                break addr;
+            }
+            let log = std::fs::read_to_string(dir.path().join("tenant.log")).unwrap_or_default();
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "tenant did not start: {log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let admin_token = env
+            .iter()
+            .find(|(k, _)| *k == "ADMIN_TOKEN")
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default();
+        TestTenant {
+            dir,
+            url: format!("http://{addr}"),
+            admin_token,
+            child,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tenant.log")).unwrap_or_default()
+    }
+
+    /// A request; returns the status, the raw body and the body as JSON (or Null).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, String, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        (status, text, json)
+    }
+
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let (s, _, j) = self
+            .call(method, path, Some(&self.admin_token.clone()), body)
+            .await;
+        (s, j)
+    }
+
+    /// Creates a workspace; returns its id.
+    pub async fn create_workspace(&self, body: Value) -> String {
+        let (status, created) = self.admin(Method::POST, "/workspaces", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        created["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Mints a token for a workspace with the admin credential.
+    pub async fn workspace_token(&self, id: &str) -> String {
+        let (status, body) = self
+            .admin(Method::POST, &format!("/workspaces/{id}/tokens"), None)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["auth_token"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for TestTenant {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
