@@ -8,3 +8,4 @@ mod local_saas;
 mod strict_mode;
 mod support;
 mod tenant_api;
+mod tenant_edges;
