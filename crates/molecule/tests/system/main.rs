@@ -9,3 +9,4 @@ mod strict_mode;
 mod support;
 mod tenant_api;
 mod tenant_edges;
+mod tenant_saas;

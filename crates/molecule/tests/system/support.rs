@@ -80,10 +80,11 @@ impl TestCpBuilder {
             provision_deadline: Duration::from_secs(30),
             tenant_version: "test".into(),
         };
-        let local = Arc::new(LocalProvider::new(
-            PathBuf::from(BIN),
-            dir.path().to_path_buf(),
-        ));
+        let mut local = LocalProvider::new(PathBuf::from(BIN), dir.path().to_path_buf());
+        for (k, v) in &self.instance_env {
+            local = local.with_env(k, v);
+        }
+        let local = Arc::new(local);
         let mut provider: Arc<dyn Provider> = local.clone();
         if let Some(wrap) = self.wrap {
             provider = wrap(provider);
