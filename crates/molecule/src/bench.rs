@@ -93,15 +93,36 @@ pub fn rss_mib(pid: i32) -> Option<f64> {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
-        BenchCommand::Signup { count, cp, data_dir, keep, json } => signup(count, cp, data_dir, keep, json).await,
-        BenchCommand::Workspaces { count, cp, data_dir, json } => workspaces(count, cp, data_dir, json).await,
-        BenchCommand::Tenant { database_url, workspaces, seconds, concurrency, json } => {
-            tenant_load(database_url, workspaces, seconds, concurrency, json).await
-        }
+        BenchCommand::Signup {
+            count,
+            cp,
+            data_dir,
+            keep,
+            json,
+        } => signup(count, cp, data_dir, keep, json).await,
+        BenchCommand::Workspaces {
+            count,
+            cp,
+            data_dir,
+            json,
+        } => workspaces(count, cp, data_dir, json).await,
+        BenchCommand::Tenant {
+            database_url,
+            workspaces,
+            seconds,
+            concurrency,
+            json,
+        } => tenant_load(database_url, workspaces, seconds, concurrency, json).await,
     }
 }
 
-async fn signup(count: usize, cp: String, data_dir: PathBuf, keep: bool, as_json: bool) -> anyhow::Result<()> {
+async fn signup(
+    count: usize,
+    cp: String,
+    data_dir: PathBuf,
+    keep: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let token_path = molecule_cp::config::local_secret_path(&data_dir, "CP_ADMIN_API_TOKEN");
     let token = molecule_shared::secret::read_file("CP_ADMIN_API_TOKEN", &token_path)?
         .with_context(|| format!("no admin token at {}", token_path.display()))?;
@@ -222,14 +243,26 @@ fn print_report(report: &Value, as_json: bool, human: impl FnOnce(&Value)) -> an
 
 fn fmt_summary(v: &Value, unit: &str) -> String {
     let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
-    format!("min {:.1} {unit}, median {:.1} {unit}, max {:.1} {unit}", f("min"), f("median"), f("max"))
+    format!(
+        "min {:.1} {unit}, median {:.1} {unit}, max {:.1} {unit}",
+        f("min"),
+        f("median"),
+        f("max")
+    )
 }
 
-async fn workspaces(count: usize, cp: String, data_dir: PathBuf, as_json: bool) -> anyhow::Result<()> {
+async fn workspaces(
+    count: usize,
+    cp: String,
+    data_dir: PathBuf,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let token_path = molecule_cp::config::local_secret_path(&data_dir, "CP_ADMIN_API_TOKEN");
     let admin = molecule_shared::secret::read_file("CP_ADMIN_API_TOKEN", &token_path)?
         .with_context(|| format!("no admin token at {}", token_path.display()))?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
     let slug = format!("bench-ws-{}", hex_id());
     let org: Value = http
         .post(format!("{cp}/cp/admin/orgs"))
@@ -239,10 +272,18 @@ async fn workspaces(count: usize, cp: String, data_dir: PathBuf, as_json: bool) 
         .await?
         .json()
         .await?;
-    let org_id = org["id"].as_str().context("org creation failed")?.to_owned();
+    let org_id = org["id"]
+        .as_str()
+        .context("org creation failed")?
+        .to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
     let backend = loop {
-        let lookup: Value = http.get(format!("{cp}/cp/orgs/{slug}/instance")).send().await?.json().await?;
+        let lookup: Value = http
+            .get(format!("{cp}/cp/orgs/{slug}/instance"))
+            .send()
+            .await?
+            .json()
+            .await?;
         if let Some(b) = lookup["backend"].as_str() {
             break b.to_owned();
         }
@@ -258,7 +299,10 @@ async fn workspaces(count: usize, cp: String, data_dir: PathBuf, as_json: bool) 
         .await?
         .json()
         .await?;
-    let tenant_token = tenant_token["admin_token"].as_str().context("no tenant token")?.to_owned();
+    let tenant_token = tenant_token["admin_token"]
+        .as_str()
+        .context("no tenant token")?
+        .to_owned();
     let mut times = Vec::new();
     for i in 0..count {
         let started = Instant::now();
@@ -271,7 +315,10 @@ async fn workspaces(count: usize, cp: String, data_dir: PathBuf, as_json: bool) 
             .await?
             .json()
             .await?;
-        let id = created["id"].as_str().context("workspace creation failed")?.to_owned();
+        let id = created["id"]
+            .as_str()
+            .context("workspace creation failed")?
+            .to_owned();
         let deadline = started + Duration::from_secs(60);
         loop {
             let w: Value = http
@@ -298,7 +345,10 @@ async fn workspaces(count: usize, cp: String, data_dir: PathBuf, as_json: bool) 
         .await?;
     let report = json!({ "create_to_online_ms": summary(times) });
     print_report(&report, as_json, |r| {
-        println!("workspace create to online over {count} workspaces: {}", fmt_summary(&r["create_to_online_ms"], "ms"));
+        println!(
+            "workspace create to online over {count} workspaces: {}",
+            fmt_summary(&r["create_to_online_ms"], "ms")
+        );
     })
 }
 
@@ -332,10 +382,18 @@ where
     total as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn tenant_load(database_url: Option<String>, count: usize, seconds: u64, concurrency: usize, as_json: bool) -> anyhow::Result<()> {
+async fn tenant_load(
+    database_url: Option<String>,
+    count: usize,
+    seconds: u64,
+    concurrency: usize,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("molecule-bench-{}", hex_id()));
     std::fs::create_dir_all(&dir)?;
-    let db = database_url.clone().unwrap_or_else(|| format!("sqlite://{}", dir.join("tenant.db").display()));
+    let db = database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.join("tenant.db").display()));
     let admin = molecule_shared::token::generate(molecule_shared::token::TokenKind::TenantAdmin);
     let pidfile = dir.join("tenant.pid");
     let log = std::fs::File::create(dir.join("tenant.log"))?;
@@ -355,23 +413,54 @@ async fn tenant_load(database_url: Option<String>, count: usize, seconds: u64, c
         .spawn()?;
     let started = Instant::now();
     let (pid, addr) = loop {
-        if let Ok(Probe::Live { pid, addr: Some(addr) }) = pidfile::probe(&pidfile) {
+        if let Ok(Probe::Live {
+            pid,
+            addr: Some(addr),
+        }) = pidfile::probe(&pidfile)
+        {
             break (pid, addr);
         }
         if started.elapsed() > Duration::from_secs(20) {
-            bail!("the tenant did not start; see {}", dir.join("tenant.log").display());
+            bail!(
+                "the tenant did not start; see {}",
+                dir.join("tenant.log").display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let base = format!("http://{addr}");
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(concurrency * 2).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(concurrency * 2)
+        .build()?;
     let mut ids = Vec::new();
     let mut tokens = Vec::new();
     for i in 0..count {
-        let created: Value = http.post(format!("{base}/workspaces")).bearer_auth(admin.expose()).json(&json!({ "name": format!("w{i}") })).send().await?.json().await?;
-        let id = created["id"].as_str().context("workspace creation failed")?.to_owned();
-        let minted: Value = http.post(format!("{base}/workspaces/{id}/tokens")).bearer_auth(admin.expose()).send().await?.json().await?;
-        tokens.push(minted["auth_token"].as_str().context("token mint failed")?.to_owned());
+        let created: Value = http
+            .post(format!("{base}/workspaces"))
+            .bearer_auth(admin.expose())
+            .json(&json!({ "name": format!("w{i}") }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let id = created["id"]
+            .as_str()
+            .context("workspace creation failed")?
+            .to_owned();
+        let minted: Value = http
+            .post(format!("{base}/workspaces/{id}/tokens"))
+            .bearer_auth(admin.expose())
+            .send()
+            .await?
+            .json()
+            .await?;
+        tokens.push(
+            minted["auth_token"]
+                .as_str()
+                .context("token mint failed")?
+                .to_owned(),
+        );
         ids.push(id);
     }
     let ids = std::sync::Arc::new(ids);
@@ -391,7 +480,10 @@ async fn tenant_load(database_url: Option<String>, count: usize, seconds: u64, c
         let (h, ids, base) = (h.clone(), i2.clone(), b2.clone());
         async move {
             let n = (w * 7919 + i) % ids.len();
-            h.get(format!("{base}/workspaces/{}", ids[n])).send().await.is_ok_and(|r| r.status().is_success())
+            h.get(format!("{base}/workspaces/{}", ids[n]))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
         }
     })
     .await;
@@ -399,7 +491,11 @@ async fn tenant_load(database_url: Option<String>, count: usize, seconds: u64, c
     let rss = rss_mib(pid);
     let _ = child.kill().await;
     let _ = std::fs::remove_dir_all(&dir);
-    let backend = if db.starts_with("postgres") { "postgres" } else { "sqlite" };
+    let backend = if db.starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    };
     let report = json!({
         "backend": backend, "workspaces": count, "concurrency": concurrency, "seconds": seconds,
         "heartbeats_per_second": heartbeats, "public_get_per_second": public_gets, "idle_rss_mib": rss,

@@ -338,3 +338,100 @@ async fn a_control_plane_that_echoes_credentials_leaves_no_trace_of_them() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_resume_restart_and_a_tenant_restart_keep_instances_in_step() {
+    let mut cp = TestCp::builder()
+        .instance_env("HEARTBEAT_INTERVAL_SECONDS", "1")
+        .start()
+        .await;
+    let t = Tenant::of(&cp, "acme").await;
+    let (_, created) = t
+        .call(Method::POST, "/workspaces", Some(json!({"name": "Cycler"})))
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    t.wait_status(&id, "online").await;
+    let pidfile = cp.local.dir(Role::Workspace, &id).join("instance.pid");
+    let first = pid_in(&pidfile).unwrap();
+
+    let (status, _) = t
+        .call(Method::POST, &format!("/workspaces/{id}/pause"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(t.wait_status(&id, "paused").await["status"], "paused");
+    assert!(!alive(first), "pausing stops the agent");
+    assert!(
+        cp.cp().store.workspace(&id).await.unwrap().is_none(),
+        "and releases its instance"
+    );
+    assert_eq!(
+        t.call(Method::POST, &format!("/workspaces/{id}/restart"), None)
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+
+    assert_eq!(
+        t.call(Method::POST, &format!("/workspaces/{id}/resume"), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    t.wait_status(&id, "online").await;
+    let second = pid_in(&pidfile).unwrap();
+    assert_ne!(second, first);
+
+    assert_eq!(
+        t.call(Method::POST, &format!("/workspaces/{id}/restart"), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    wait_until("a third agent", Duration::from_secs(20), || async {
+        pid_in(&pidfile).is_some_and(|p| p != second)
+    })
+    .await;
+    t.wait_status(&id, "online").await;
+    let third = pid_in(&pidfile).unwrap();
+    assert!(!alive(second), "restart replaced the agent");
+    assert_eq!(
+        cp.cp().store.all_workspaces().await.unwrap().len(),
+        1,
+        "one instance, not one per restart"
+    );
+
+    // The tenant dies while the CP is down, so it stays down for a while: the agent's heartbeats
+    // fail. When the CP returns and restarts the tenant, the agent registers again.
+    let log_path = cp.local.log_path(Role::Workspace, &id);
+    let registrations = || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .matches("registered with the platform")
+            .count()
+    };
+    let before = registrations();
+    let tenant_pid = cp.tenant_pid("acme").unwrap();
+    cp.stop_cp().await;
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(tenant_pid, libc::SIGKILL) };
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    cp.restart().await;
+    wait_until("the tenant back", Duration::from_secs(20), || async {
+        cp.tenant_pid("acme").is_some_and(|p| p != tenant_pid)
+    })
+    .await;
+    cp.wait_status("acme", "running").await;
+    wait_until(
+        "the agent registered again",
+        Duration::from_secs(20),
+        || async { registrations() > before },
+    )
+    .await;
+    assert_eq!(
+        pid_in(&pidfile),
+        Some(third),
+        "the same agent process re-registered"
+    );
+    t.wait_status(&id, "online").await;
+    cp.stop().await;
+}
