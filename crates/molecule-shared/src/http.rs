@@ -77,6 +77,18 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// The bearer credential of a request, or "" when there is none.
+pub fn bearer(headers: &axum::http::HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
+        })
+        .unwrap_or("")
+}
+
 /// Fallback for unknown paths: a JSON 404 rather than an empty body.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())

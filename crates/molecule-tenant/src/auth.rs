@@ -7,6 +7,7 @@ use axum::extract::{RawPathParams, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+pub use molecule_shared::http::bearer;
 use molecule_shared::token::{self, TokenHash};
 
 use crate::config::Mode;
@@ -30,17 +31,6 @@ impl Caller {
     pub fn is_admin(&self) -> bool {
         matches!(self, Caller::Admin | Caller::Org(_))
     }
-}
-
-pub fn bearer(headers: &HeaderMap) -> &str {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
-        })
-        .unwrap_or("")
 }
 
 /// Raised when the store cannot answer an auth question: the original's typed 503.

@@ -123,9 +123,7 @@ async fn signup(
     keep: bool,
     as_json: bool,
 ) -> anyhow::Result<()> {
-    let token_path = molecule_cp::config::local_secret_path(&data_dir, "CP_ADMIN_API_TOKEN");
-    let token = molecule_shared::secret::read_file("CP_ADMIN_API_TOKEN", &token_path)?
-        .with_context(|| format!("no admin token at {}", token_path.display()))?;
+    let token = local_admin_token(&data_dir)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
@@ -228,6 +226,15 @@ async fn signup(
     Ok(())
 }
 
+/// The CP admin API token `molecule up` keeps in `data_dir`.
+pub fn local_admin_token(
+    data_dir: &std::path::Path,
+) -> anyhow::Result<molecule_shared::secret::Secret> {
+    let path = molecule_cp::config::local_secret_path(data_dir, "CP_ADMIN_API_TOKEN");
+    molecule_shared::secret::read_file("CP_ADMIN_API_TOKEN", &path)?
+        .with_context(|| format!("no admin token at {}", path.display()))
+}
+
 fn hex_id() -> String {
     hex::encode(molecule_shared::token::random_bytes::<3>())
 }
@@ -257,9 +264,7 @@ async fn workspaces(
     data_dir: PathBuf,
     as_json: bool,
 ) -> anyhow::Result<()> {
-    let token_path = molecule_cp::config::local_secret_path(&data_dir, "CP_ADMIN_API_TOKEN");
-    let admin = molecule_shared::secret::read_file("CP_ADMIN_API_TOKEN", &token_path)?
-        .with_context(|| format!("no admin token at {}", token_path.display()))?;
+    let admin = local_admin_token(&data_dir)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
+pub use molecule_shared::http::bearer;
 use molecule_shared::http::ApiError;
 use molecule_shared::token::{self, TokenHash};
 
@@ -14,18 +15,6 @@ use crate::ControlPlane;
 
 pub const ORG_ID_HEADER: &str = "x-molecule-org-id";
 pub const ADMIN_TOKEN_HEADER: &str = "x-molecule-admin-token";
-
-/// The bearer credential of a request, or "" when there is none.
-pub fn bearer(headers: &HeaderMap) -> &str {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
-        })
-        .unwrap_or("")
-}
 
 pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
     headers
