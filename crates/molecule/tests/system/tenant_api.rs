@@ -969,3 +969,104 @@ async fn open_dev_mode_behaves_like_the_original() {
         .unwrap();
     assert_eq!(resp.headers()["x-ratelimit-limit"], "unlimited");
 }
+
+#[tokio::test]
+async fn sweeps_fail_stuck_provisions_and_mark_silent_workspaces_offline() {
+    let t = TestTenant::start(&[
+        ("PROVISION_TIMEOUT_SECONDS", "1"),
+        ("LIVENESS_TIMEOUT_SECONDS", "2"),
+        ("SWEEP_INTERVAL_SECONDS", "1"),
+    ])
+    .await;
+    let stuck = t.create_workspace(json!({"name": "Stuck"})).await;
+    let live = t.create_workspace(json!({"name": "Live"})).await;
+    let token = t.workspace_token(&live).await;
+    let (status, _, _) = t
+        .call(
+            Method::POST,
+            "/registry/register",
+            Some(&token),
+            Some(json!({"id": live, "url": "http://127.0.0.1:9", "agent_card": null})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let status_of = |id: String| {
+        let t = &t;
+        async move {
+            t.admin(Method::GET, &format!("/workspaces/{id}"), None)
+                .await
+                .1
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (s, l) = (
+            status_of(stuck.clone()).await,
+            status_of(live.clone()).await,
+        );
+        if s["status"] == "failed" && l["status"] == "offline" {
+            assert!(
+                s["last_sample_error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("timed out"),
+                "{s}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sweeps did not act: {s} {l}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, events) = t.admin(Method::GET, "/events", None).await;
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"WORKSPACE_OFFLINE") && kinds.contains(&"WORKSPACE_PROVISION_FAILED"),
+        "{kinds:?}"
+    );
+    let failed = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_type"] == "WORKSPACE_PROVISION_FAILED")
+        .unwrap();
+    assert_eq!(failed["payload"]["source"], "provision_timeout_sweep");
+    // A heartbeat brings the silent one back.
+    t.call(
+        Method::POST,
+        "/registry/heartbeat",
+        Some(&token),
+        Some(json!({"workspace_id": live})),
+    )
+    .await;
+    assert_eq!(status_of(live.clone()).await["status"], "online");
+}
+
+#[tokio::test]
+async fn org_token_minting_is_rate_limited() {
+    let t = TestTenant::start(&[]).await;
+    for i in 0..10 {
+        let (status, body) = t
+            .admin(
+                Method::POST,
+                "/org/tokens",
+                Some(json!({"name": format!("t{i}")})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, body) = t.admin(Method::POST, "/org/tokens", Some(json!({}))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate limit exceeded"))
+    );
+    let (_, listed) = t.admin(Method::GET, "/org/tokens", None).await;
+    assert_eq!(listed["count"], 10, "the refused mint made no token");
+}
