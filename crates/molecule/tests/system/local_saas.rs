@@ -184,6 +184,49 @@ async fn a_whole_local_saas_flow_leaks_no_secret_into_any_log() {
     let agent_pidfile = data.join("workspaces/ws-acme-1/instance.pid");
     assert!(pid_in(&agent_pidfile).is_some());
 
+    // A workspace created through acme's tenant API, with a secret, run by the CP as an agent.
+    let backend = list["orgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["slug"] == "acme")
+        .unwrap()["backend"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created: Value = http
+        .post(format!("{backend}/workspaces"))
+        .bearer_auth(&acme_token)
+        .header("X-Molecule-Org-Id", &acme_id)
+        .json(&json!({"name": "Writer", "secrets": {"OPENAI_API_KEY": "sk-tenant-workspace-secret-91d2"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ws_id = created["id"].as_str().unwrap().to_owned();
+    let ws_pidfile = data.join("workspaces").join(&ws_id).join("instance.pid");
+    let started = Instant::now();
+    let agent_env = loop {
+        if let Some(pid) = pid_in(&ws_pidfile) {
+            break String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap())
+                .into_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the tenant's workspace got an agent"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    secrets.push("sk-tenant-workspace-secret-91d2".into());
+    let ws_token = agent_env
+        .split('\0')
+        .find_map(|v| v.strip_prefix("MOLECULE_WORKSPACE_TOKEN="))
+        .expect("the agent got its token")
+        .to_owned();
+    secrets.push(ws_token);
+
     // Refused requests are logged too: try a few with wrong credentials.
     let _ = http
         .get(format!("{}/cp/admin/orgs", up.cp_url))
