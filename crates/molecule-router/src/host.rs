@@ -155,7 +155,16 @@ mod tests {
             BaseDomain::parse("Example.COM.").unwrap().as_str(),
             "example.com"
         );
-        for bad in ["", ".", "a..b", "-a.com", "a-.com", "*.example.com", "a/b", "a b"] {
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "-a.com",
+            "a-.com",
+            "*.example.com",
+            "a/b",
+            "a b",
+        ] {
             assert!(BaseDomain::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -149,7 +149,9 @@ fn decide(resolution: Resolution) -> Decision {
             Decision::Send(route, stale)
         }
         Resolution::Route { route, .. } => match route.status.as_str() {
-            "provisioning" | "running" => Decision::Answer(Outcome::Provisioning, pages::starting()),
+            "provisioning" | "running" => {
+                Decision::Answer(Outcome::Provisioning, pages::starting())
+            }
             "deleting" | "purged" => Decision::Answer(Outcome::Unknown, pages::not_found()),
             _ => Decision::Answer(Outcome::Unavailable, pages::unavailable()),
         },
@@ -195,7 +197,11 @@ async fn route(
             .await;
         let error = match sent {
             Ok(resp) => {
-                let outcome = if stale { Outcome::Stale } else { Outcome::Routed };
+                let outcome = if stale {
+                    Outcome::Stale
+                } else {
+                    Outcome::Routed
+                };
                 app.metrics.outcome(outcome);
                 return resp;
             }

@@ -36,7 +36,10 @@ pub struct Route {
 /// What a request for a slug should do.
 #[derive(Debug, Clone)]
 pub enum Resolution {
-    Route { route: Arc<Route>, stale: bool },
+    Route {
+        route: Arc<Route>,
+        stale: bool,
+    },
     Unknown,
     /// The CP could not be asked and the slug has no previous route.
     Unavailable,

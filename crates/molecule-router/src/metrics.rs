@@ -96,7 +96,10 @@ impl RouterMetrics {
         let misses = self.cache_misses.load(Relaxed);
         out.push_str("# TYPE router_cache_requests_total counter\n");
         let _ = writeln!(out, "router_cache_requests_total{{result=\"hit\"}} {hits}");
-        let _ = writeln!(out, "router_cache_requests_total{{result=\"miss\"}} {misses}");
+        let _ = writeln!(
+            out,
+            "router_cache_requests_total{{result=\"miss\"}} {misses}"
+        );
         out.push_str("# HELP router_cache_hit_ratio Cache hits over lookups asked of the cache.\n");
         out.push_str("# TYPE router_cache_hit_ratio gauge\n");
         let ratio = if hits + misses == 0 {
@@ -151,9 +154,15 @@ mod tests {
         m.cache(false);
         m.lookup(LookupResult::Found, Duration::from_millis(3));
         let text = m.render();
-        assert!(text.contains("router_requests_total{outcome=\"stale\"} 2\n"), "{text}");
+        assert!(
+            text.contains("router_requests_total{outcome=\"stale\"} 2\n"),
+            "{text}"
+        );
         assert!(text.contains("router_cache_hit_ratio 0.7500\n"), "{text}");
-        assert!(text.contains("router_cp_lookups_total{result=\"found\"} 1\n"), "{text}");
+        assert!(
+            text.contains("router_cp_lookups_total{result=\"found\"} 1\n"),
+            "{text}"
+        );
         assert!(
             text.contains("router_cp_lookup_duration_seconds_bucket{le=\"0.0025\"} 0\n")
                 && text.contains("router_cp_lookup_duration_seconds_bucket{le=\"0.005\"} 1\n"),

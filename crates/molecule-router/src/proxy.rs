@@ -118,7 +118,8 @@ impl Upstream {
 /// The `Upgrade` value when the request asks to switch protocols (`Connection: upgrade`).
 fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     let asks = connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(header::UPGRADE).cloned()).flatten()
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
 }
 
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {

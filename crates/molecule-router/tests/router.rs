@@ -216,7 +216,10 @@ async fn forwards_to_the_org_with_router_owned_headers_only() {
     assert_eq!(seen["host"], json!(["acme.localhost:8080"]));
     assert_eq!(seen["authorization"], json!(["Bearer passes-through"]));
     for gone in ["forwarded", "x-hop"] {
-        assert!(seen.get(gone).is_none(), "{gone} reached the tenant: {seen}");
+        assert!(
+            seen.get(gone).is_none(),
+            "{gone} reached the tenant: {seen}"
+        );
     }
 
     // Bodies stream through; over the cap is refused before the tenant sees it.
@@ -254,7 +257,10 @@ async fn only_one_valid_label_under_the_base_domain_is_routed() {
     let cp = FakeCp::start().await;
     cp.set("acme", "running", Some(echo_backend().await));
     let router = TestRouter::start(&cp, |_| {}).await;
-    assert_eq!(router.status("acme.localhost", "/echo").await, StatusCode::OK);
+    assert_eq!(
+        router.status("acme.localhost", "/echo").await,
+        StatusCode::OK
+    );
     for host in [
         "nosuchorg.localhost",
         "a.acme.localhost",
@@ -274,13 +280,22 @@ async fn only_one_valid_label_under_the_base_domain_is_routed() {
     // The CP was asked about the one syntactically valid unknown slug, and nothing else.
     assert_eq!(cp.lookups(), 2);
     // The base domain itself is the router's, not a tenant's.
-    assert_eq!(router.status("localhost", "/echo").await, StatusCode::NOT_FOUND);
-    assert_eq!(router.status("localhost:8080", "/health").await, StatusCode::OK);
+    assert_eq!(
+        router.status("localhost", "/echo").await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        router.status("localhost:8080", "/health").await,
+        StatusCode::OK
+    );
     let metrics = router.metrics().await;
     assert_eq!(counter(&metrics, "routed"), 1);
     assert_eq!(counter(&metrics, "unknown"), 9);
     assert!(metrics.contains("router_cache_hit_ratio "), "{metrics}");
-    assert!(metrics.contains("router_cp_lookup_duration_seconds_count 2"), "{metrics}");
+    assert!(
+        metrics.contains("router_cp_lookup_duration_seconds_count 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -291,7 +306,10 @@ async fn a_hundred_concurrent_first_requests_make_one_lookup() {
     let router = TestRouter::start(&cp, |_| {}).await;
     let requests = (0..100).map(|_| router.status("acme.localhost", "/echo"));
     let statuses = futures_util::future::join_all(requests).await;
-    assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
     assert_eq!(cp.lookups(), 1);
 }
 
@@ -306,13 +324,19 @@ async fn known_slugs_keep_routing_while_the_cp_is_down() {
         c.negative_ttl = Duration::from_millis(100);
     })
     .await;
-    assert_eq!(router.status("acme.localhost", "/echo").await, StatusCode::OK);
+    assert_eq!(
+        router.status("acme.localhost", "/echo").await,
+        StatusCode::OK
+    );
 
     cp.stop.cancel();
     // Well past the TTL, several times over: each request finds the CP gone.
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert_eq!(router.status("acme.localhost", "/echo").await, StatusCode::OK);
+        assert_eq!(
+            router.status("acme.localhost", "/echo").await,
+            StatusCode::OK
+        );
     }
     // A slug the router never saw cannot be guessed: 503, not 404 (the CP may know it).
     assert_eq!(
@@ -333,12 +357,22 @@ async fn a_slow_cp_does_not_hold_up_known_slugs() {
         c.cp_timeout = Duration::from_secs(5);
     })
     .await;
-    assert_eq!(router.status("acme.localhost", "/echo").await, StatusCode::OK);
+    assert_eq!(
+        router.status("acme.localhost", "/echo").await,
+        StatusCode::OK
+    );
     cp.state.delay_ms.store(3000, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = std::time::Instant::now();
-    assert_eq!(router.status("acme.localhost", "/echo").await, StatusCode::OK);
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert_eq!(
+        router.status("acme.localhost", "/echo").await,
+        StatusCode::OK
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(counter(&router.metrics().await, "stale"), 1);
 }
 
@@ -354,7 +388,10 @@ async fn a_provisioning_org_gets_the_starting_page_then_its_tenant() {
 
     cp.set("acme", "running", Some(echo_backend().await));
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(router.status("acme.localhost", "/echo").await, StatusCode::OK);
+    assert_eq!(
+        router.status("acme.localhost", "/echo").await,
+        StatusCode::OK
+    );
 
     cp.set("acme", "failed", None);
     cp.set("gone", "deleting", None);
@@ -363,7 +400,10 @@ async fn a_provisioning_org_gets_the_starting_page_then_its_tenant() {
         router.status("acme.localhost", "/echo").await,
         StatusCode::SERVICE_UNAVAILABLE
     );
-    assert_eq!(router.status("gone.localhost", "/").await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        router.status("gone.localhost", "/").await,
+        StatusCode::NOT_FOUND
+    );
     let metrics = router.metrics().await;
     assert_eq!(counter(&metrics, "unavailable"), 1);
 }
@@ -378,14 +418,23 @@ async fn a_refused_backend_is_looked_up_again_before_502() {
     };
     cp.set("acme", "running", Some(dead));
     let router = TestRouter::start(&cp, |c| c.cache_ttl = Duration::from_secs(60)).await;
-    assert_eq!(router.status("acme.localhost", "/echo").await, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        router.status("acme.localhost", "/echo").await,
+        StatusCode::BAD_GATEWAY
+    );
     assert_eq!(cp.lookups(), 2, "one lookup, one refresh after the refusal");
 
     // The tenant moved; the cached route still names the old port.
     cp.set("acme", "running", Some(echo_backend().await));
-    assert_eq!(router.status("acme.localhost", "/echo").await, StatusCode::OK);
+    assert_eq!(
+        router.status("acme.localhost", "/echo").await,
+        StatusCode::OK
+    );
     assert_eq!(cp.lookups(), 3);
-    assert_eq!(router.status("acme.localhost", "/echo").await, StatusCode::OK);
+    assert_eq!(
+        router.status("acme.localhost", "/echo").await,
+        StatusCode::OK
+    );
     assert_eq!(cp.lookups(), 3, "the new route is cached");
 }
 
@@ -410,9 +459,11 @@ async fn websocket_echo_through_the_router() {
             .unwrap();
         assert_eq!(echoed.into_text().unwrap().as_str(), text);
     }
-    ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![0u8, 1, 2, 255]))
-        .await
-        .unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![
+        0u8, 1, 2, 255,
+    ]))
+    .await
+    .unwrap();
     let echoed = ws.next().await.unwrap().unwrap();
     assert_eq!(echoed.into_data().as_ref(), &[0u8, 1, 2, 255]);
     ws.close(None).await.unwrap();

@@ -164,7 +164,12 @@ async fn a_whole_local_saas_flow_leaks_no_secret_into_any_log() {
     let resp = via_router("acme.localhost", "/health").await.unwrap();
     assert_eq!(resp.status(), reqwest::StatusCode::OK);
     assert_eq!(resp.json::<Value>().await.unwrap()["status"], "ok");
-    for host in ["nosuchorg.localhost", "a.acme.localhost", "example.com", "acme.example.com"] {
+    for host in [
+        "nosuchorg.localhost",
+        "a.acme.localhost",
+        "example.com",
+        "acme.example.com",
+    ] {
         let resp = via_router(host, "/health").await.unwrap();
         assert_eq!(resp.status(), reqwest::StatusCode::NOT_FOUND, "{host}");
     }

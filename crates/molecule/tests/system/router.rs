@@ -62,12 +62,24 @@ async fn routes_slug_hosts_to_real_tenants_with_one_lookup_per_burst() {
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.json::<Value>().await.unwrap()["status"], "ok");
     }
-    assert_eq!(cp_lookups(&cp).await - before, 1, "100 first requests, 1 lookup");
+    assert_eq!(
+        cp_lookups(&cp).await - before,
+        1,
+        "100 first requests, 1 lookup"
+    );
 
     let resp = get("bravo.localhost").await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    for host in ["nosuchorg.localhost", "x.acme.localhost", "acme.example.com"] {
-        assert_eq!(get(host).await.unwrap().status(), StatusCode::NOT_FOUND, "{host}");
+    for host in [
+        "nosuchorg.localhost",
+        "x.acme.localhost",
+        "acme.example.com",
+    ] {
+        assert_eq!(
+            get(host).await.unwrap().status(),
+            StatusCode::NOT_FOUND,
+            "{host}"
+        );
     }
 
     // With the CP stopped, the orgs the router knows keep answering.
