@@ -7,6 +7,7 @@
 # Prints requests/s, p50 and p99 for each and the ratios. Loopback only, bounded by DURATION.
 #
 #   scripts/bench-router.sh                      # CONNS=64 DURATION=10s THREADS=1 ROUNDS=1
+#   ROUNDS=3 DURATION=5s scripts/bench-router.sh  # interleaved rounds, to see the noise
 #   CONNS=16 DURATION=5s scripts/bench-router.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +50,7 @@ RUST_LOG=warn "$BIN" up --data-dir "$WORK/data" --cp-addr "127.0.0.1:$CP_PORT" \
   --router-addr "127.0.0.1:$ROUTER_PORT" >"$WORK/up.log" 2>&1 &
 UP_PID=$!
 for _ in $(seq 1 300); do [ -f "$WORK/data/up.json" ] && break; sleep 0.1; done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg) (figures from a loaded machine are noise)"
 [ -f "$WORK/data/up.json" ] || { cat "$WORK/up.log"; echo "molecule up did not start"; exit 1; }
 
 "$BIN" org create bench --name Bench --cp "$CP" \
@@ -60,6 +62,7 @@ for _ in $(seq 1 300); do
   [ -n "$BACKEND" ] && break
   sleep 0.1
 done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg) (figures from a loaded machine are noise)"
 [ -n "$BACKEND" ] || { echo "the bench org did not start"; exit 1; }
 BACKEND_ADDR=${BACKEND#http://}
 
@@ -121,7 +124,8 @@ run() {
   printf -v "P99_$name" '%s' "$(to_ms "$(echo "$out" | awk '$1 == "99%" { print $2 }')")"
 }
 
-echo "wrk -t$THREADS -c$CONNS -d$DURATION, GET $BENCH_PATH of one tenant, $(nproc) cores"
+echo "wrk -t$THREADS -c$CONNS -d$DURATION, GET $BENCH_PATH of one tenant, $(nproc) cores," \
+  "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq 1 "$ROUNDS"); do
   run direct "$BACKEND$BENCH_PATH"
   run router "http://127.0.0.1:$ROUTER_PORT$BENCH_PATH"
@@ -132,8 +136,10 @@ for round in $(seq 1 "$ROUNDS"); do
     rps="RPS_$n" p50="P50_$n" p99="P99_$n"
     printf '  %-8s %10s %10s %10s\n' "$n" "${!rps}" "${!p50}" "${!p99}"
   done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg) (figures from a loaded machine are noise)"
   awk -v rd="$RPS_direct" -v rr="$RPS_router" -v rn="$RPS_nginx" \
     -v pd="$P99_direct" -v pr="$P99_router" -v pn="$P99_nginx" 'BEGIN {
       printf "  router/nginx throughput: %.2f   router/direct: %.2f   nginx/direct: %.2f\n", rr / rn, rr / rd, rn / rd
       printf "  added p99 vs direct: router %+.3f ms, nginx %+.3f ms\n", pr - pd, pn - pd }'
 done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg) (figures from a loaded machine are noise)"
