@@ -50,7 +50,6 @@ RUST_LOG=warn "$BIN" up --data-dir "$WORK/data" --cp-addr "127.0.0.1:$CP_PORT" \
   --router-addr "127.0.0.1:$ROUTER_PORT" >"$WORK/up.log" 2>&1 &
 UP_PID=$!
 for _ in $(seq 1 300); do [ -f "$WORK/data/up.json" ] && break; sleep 0.1; done
-echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg) (figures from a loaded machine are noise)"
 [ -f "$WORK/data/up.json" ] || { cat "$WORK/up.log"; echo "molecule up did not start"; exit 1; }
 
 "$BIN" org create bench --name Bench --cp "$CP" \
@@ -62,7 +61,6 @@ for _ in $(seq 1 300); do
   [ -n "$BACKEND" ] && break
   sleep 0.1
 done
-echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg) (figures from a loaded machine are noise)"
 [ -n "$BACKEND" ] || { echo "the bench org did not start"; exit 1; }
 BACKEND_ADDR=${BACKEND#http://}
 
@@ -136,7 +134,6 @@ for round in $(seq 1 "$ROUNDS"); do
     rps="RPS_$n" p50="P50_$n" p99="P99_$n"
     printf '  %-8s %10s %10s %10s\n' "$n" "${!rps}" "${!p50}" "${!p99}"
   done
-echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg) (figures from a loaded machine are noise)"
   awk -v rd="$RPS_direct" -v rr="$RPS_router" -v rn="$RPS_nginx" \
     -v pd="$P99_direct" -v pr="$P99_router" -v pn="$P99_nginx" 'BEGIN {
       printf "  router/nginx throughput: %.2f   router/direct: %.2f   nginx/direct: %.2f\n", rr / rn, rr / rd, rn / rd
