@@ -34,6 +34,11 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Run the edge router: `<slug>.<base-domain>` to each org's tenant.
+    Router {
+        #[command(subcommand)]
+        command: RouterCommand,
+    },
     /// Run the reference workspace agent.
     Agent(InstanceArgs),
     /// Run a whole local SaaS: control plane and local tenants, on loopback.
@@ -54,6 +59,12 @@ enum ServeOnly {
         #[arg(long, env = "MOLECULE_DATA_DIR", default_value = "molecule-data")]
         data_dir: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum RouterCommand {
+    /// Route `<slug>.<base-domain>` requests to the org's tenant, looked up through the CP.
+    Serve(molecule_router::RouterArgs),
 }
 
 #[derive(Subcommand)]
@@ -149,6 +160,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 args.instance.pidfile,
             )?;
             molecule_tenant::startup::run(config, shutdown_on_signal()).await
+        }
+        Command::Router {
+            command: RouterCommand::Serve(args),
+        } => {
+            let router =
+                molecule_router::Router::build(args.into_config()?, shutdown_on_signal()).await?;
+            router.run_until_stopped().await;
+            Ok(())
         }
         Command::Agent(args) => {
             let config = molecule_agent::AgentConfig::from_env(

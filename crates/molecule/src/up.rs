@@ -24,6 +24,9 @@ pub struct UpArgs {
     /// Control-plane listen address.
     #[arg(long, default_value = "127.0.0.1:8090")]
     cp_addr: SocketAddr,
+    /// Edge router listen address: `http://<slug>.localhost:<port>/` reaches the org's tenant.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    router_addr: SocketAddr,
 }
 
 /// The files a local SaaS keeps its secrets in, generating any that are missing.
@@ -84,10 +87,20 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     let app = molecule_cp::startup::Application::build(config, provider.clone(), shutdown.clone())
         .await?;
     let cp_url = app.base_url().to_owned();
+    let router_config = molecule_router::RouterConfig::new(
+        args.router_addr,
+        molecule_router::host::BaseDomain::parse("localhost").map_err(anyhow::Error::msg)?,
+        cp_url.clone(),
+    );
+    let router = molecule_router::Router::build(router_config, shutdown.clone()).await?;
+    let router_port = router.addr().port();
+    let router_url = format!("http://localhost:{router_port}");
     let server = tokio::spawn(app.run_until_stopped());
+    let router_task = tokio::spawn(router.run_until_stopped());
 
     let up_json = serde_json::json!({
         "cp_url": cp_url,
+        "router_url": router_url,
         "admin_token_file": secrets.admin_token_file,
         "data_dir": data_dir,
         "pid": std::process::id(),
@@ -108,6 +121,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     println!("Press Ctrl-C to stop everything.");
 
     let _ = server.await;
+    let _ = router_task.await;
     println!("Stopping instances...");
     if let Err(e) = provider.stop_all().await {
         tracing::warn!(error = %e, "some instances did not stop");

@@ -14,6 +14,7 @@ struct Up {
     child: Child,
     data: PathBuf,
     cp_url: String,
+    router_url: String,
 }
 
 fn start_up(root: &Path, data: &Path, cp_port: u16, run: usize) -> Up {
@@ -23,6 +24,10 @@ fn start_up(root: &Path, data: &Path, cp_port: u16, run: usize) -> Up {
         .args(["up", "--data-dir"])
         .arg(data)
         .args(["--cp-addr", &format!("127.0.0.1:{cp_port}")])
+        .args([
+            "--router-addr",
+            &format!("127.0.0.1:{}", molecule_testkit::free_port()),
+        ])
         .env("RUST_LOG", "debug")
         .current_dir(root)
         .stdin(Stdio::null())
@@ -46,6 +51,7 @@ fn start_up(root: &Path, data: &Path, cp_port: u16, run: usize) -> Up {
         child,
         data: data.to_path_buf(),
         cp_url: info["cp_url"].as_str().unwrap().to_owned(),
+        router_url: info["router_url"].as_str().unwrap().to_owned(),
     }
 }
 
@@ -146,6 +152,34 @@ async fn a_whole_local_saas_flow_leaks_no_secret_into_any_log() {
         .unwrap()
         .to_owned();
 
+    // The edge router serves each org at <slug>.localhost, and nothing else.
+    let router_port = up.router_url.rsplit(':').next().unwrap();
+    let router = format!("http://127.0.0.1:{router_port}");
+    let http = reqwest::Client::new();
+    let via_router = |host: &str, path: &str| {
+        http.get(format!("{router}{path}"))
+            .header("host", format!("{host}:{router_port}"))
+            .send()
+    };
+    let resp = via_router("acme.localhost", "/health").await.unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    assert_eq!(resp.json::<Value>().await.unwrap()["status"], "ok");
+    for host in [
+        "nosuchorg.localhost",
+        "a.acme.localhost",
+        "example.com",
+        "acme.example.com",
+    ] {
+        let resp = via_router(host, "/health").await.unwrap();
+        assert_eq!(resp.status(), reqwest::StatusCode::NOT_FOUND, "{host}");
+    }
+    let metrics = via_router("localhost", "/metrics").await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains("router_requests_total{outcome=\"routed\"} 1\n"),
+        "{metrics}"
+    );
+
     let mut secrets = vec![
         secret_file(&data, "cp_admin_api_token"),
         secret_file(&data, "provision_shared_secret"),
@@ -168,7 +202,6 @@ async fn a_whole_local_saas_flow_leaks_no_secret_into_any_log() {
         .as_str()
         .unwrap()
         .to_owned();
-    let http = reqwest::Client::new();
     let resp = http
         .post(format!("{}/cp/workspaces/provision", up.cp_url))
         .bearer_auth(secret_file(&data, "provision_shared_secret"))

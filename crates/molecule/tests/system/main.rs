@@ -5,6 +5,7 @@ mod cp_auth;
 mod cp_input;
 mod cp_lifecycle;
 mod local_saas;
+mod router;
 mod strict_mode;
 mod support;
 mod tenant_api;
