@@ -49,8 +49,10 @@ pub enum Val {
 
 impl TenantStore {
     pub async fn open(url: &str) -> Result<TenantStore, DbError> {
-        // A tenant serves one org: a few connections are plenty and keep its memory small.
-        let db = Db::connect(url, 4).await?;
+        // A tenant serves one org: a few SQLite connections are plenty and keep its memory
+        // small; PostgreSQL pays a round trip per statement, so more of them overlap.
+        let connections = if url.starts_with("sqlite:") { 4 } else { 16 };
+        let db = Db::connect(url, connections).await?;
         db.migrate(MIGRATIONS).await?;
         Ok(TenantStore { db })
     }
