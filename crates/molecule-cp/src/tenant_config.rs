@@ -37,7 +37,7 @@ pub enum BootEnvError {
     #[error("the org has no stored credentials")]
     NoCredentials,
     #[error("stored credentials do not decrypt: {0}")]
-    Sealed(#[from] molecule_shared::crypto::SealError),
+    Sealed(#[from] crate::keyring::KeyringError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -49,12 +49,16 @@ pub async fn boot_env(cp: &ControlPlane, org: &Org) -> Result<BootEnv, BootEnvEr
         .credentials(&org.id)
         .await?
         .ok_or(BootEnvError::NoCredentials)?;
-    let key = &cp.config.encryption_key;
-    let admin_token = key.open(&org.id, "admin_token", &creds.admin_token_sealed)?;
-    let tenant_key = key.open(&org.id, "encryption_key", &creds.encryption_key_sealed)?;
+    let key = &cp.keyring;
+    let admin_token = key
+        .open(&org.id, "admin_token", &creds.admin_token_sealed)
+        .await?;
+    let tenant_key = key
+        .open(&org.id, "encryption_key", &creds.encryption_key_sealed)
+        .await?;
     // The tenant key is stored base64; parse it to be sure it is a key before handing it over.
     let tenant_key = EncryptionKey::parse("SECRETS_ENCRYPTION_KEY", &tenant_key)
-        .map_err(|_| BootEnvError::Sealed(molecule_shared::crypto::SealError::Open))?;
+        .map_err(|_| BootEnvError::Sealed(molecule_shared::crypto::SealError::Open.into()))?;
     let mut env = BootEnv::from(config_map(cp, org));
     env.set_secret("ADMIN_TOKEN", &admin_token);
     env.set_secret("SECRETS_ENCRYPTION_KEY", &tenant_key.to_base64());

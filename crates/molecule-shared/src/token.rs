@@ -20,6 +20,8 @@ pub enum TokenKind {
     ProvisionShared,
     /// A workspace's registration token, issued by a tenant.
     Workspace,
+    /// A single-use, short-lived token a new tenant instance exchanges for its credentials.
+    Bootstrap,
 }
 
 impl TokenKind {
@@ -29,6 +31,7 @@ impl TokenKind {
             TokenKind::TenantAdmin => "mol_tat_",
             TokenKind::ProvisionShared => "mol_pss_",
             TokenKind::Workspace => "mol_wst_",
+            TokenKind::Bootstrap => "mol_bst_",
         }
     }
 }
@@ -77,6 +80,7 @@ pub fn audit_prefix(presented: &str) -> &'static str {
         TokenKind::TenantAdmin,
         TokenKind::ProvisionShared,
         TokenKind::Workspace,
+        TokenKind::Bootstrap,
     ]
     .into_iter()
     .map(TokenKind::prefix)

@@ -133,7 +133,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let config = molecule_cp::config::CpConfig::from_env(listen, data_dir)?;
             let binary = std::env::current_exe().context("cannot locate the molecule binary")?;
-            let provider = molecule_cp::startup::provider_for(&config, binary)?;
+            let provider = molecule_cp::startup::provider_for(&config, binary).await?;
             let app =
                 molecule_cp::startup::Application::build(config, provider, shutdown_on_signal())
                     .await?;
