@@ -43,6 +43,9 @@ pub struct CpConfig {
     pub aws: crate::aws::AwsSettings,
     /// How long a tenant bootstrap token (EC2 user-data) stays valid.
     pub bootstrap_ttl: Duration,
+    /// How long an orphan instance (ours by its tags, named by no org or workspace) is reported
+    /// before it is terminated.
+    pub orphan_grace: Duration,
     /// What tenants are told to call us at; `None` means the address we bind.
     pub cp_base_url: Option<String>,
     /// Which addresses `platform_url` may point at.
@@ -173,6 +176,7 @@ impl CpConfig {
             kms_key_arn,
             aws: crate::aws::AwsSettings::default(),
             bootstrap_ttl: Duration::from_secs(parse_env("MOLECULE_BOOTSTRAP_TTL_SECS", 900u64)?),
+            orphan_grace: Duration::from_secs(parse_env("MOLECULE_ORPHAN_GRACE_SECS", 900u64)?),
             cp_base_url,
             ssrf,
             reconcile_interval: Duration::from_millis(parse_env(

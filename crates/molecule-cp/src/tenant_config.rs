@@ -42,6 +42,26 @@ pub enum BootEnvError {
     Store(#[from] crate::store::StoreError),
 }
 
+/// What a tenant boots with when its boot env is readable by others on the instance (EC2
+/// user-data): only non-secret values and a fresh single-use bootstrap token, which the tenant
+/// exchanges at `POST /cp/tenants/bootstrap` for [`boot_env`]. The token is stored hashed, with
+/// an expiry of `bootstrap_ttl`.
+pub async fn bootstrap_env(cp: &ControlPlane, org: &Org) -> Result<BootEnv, BootEnvError> {
+    let token = molecule_shared::token::generate(molecule_shared::token::TokenKind::Bootstrap);
+    let hash = molecule_shared::token::TokenHash::of(token.expose());
+    let expires_at = molecule_shared::now_ms() + cp.config.bootstrap_ttl.as_millis() as i64;
+    cp.store
+        .insert_bootstrap_token(&org.id, hash.as_str(), expires_at)
+        .await?;
+    let mut env = BootEnv::default();
+    env.set("MOLECULE_CP_URL", cp.base_url.clone());
+    env.set("MOLECULE_ORG_ID", org.id.clone());
+    env.set("MOLECULE_ORG_SLUG", org.slug.clone());
+    env.set_secret("MOLECULE_BOOTSTRAP_TOKEN", &token);
+    env.set("MOLECULE_ENV", "production");
+    Ok(env)
+}
+
 /// The full environment a tenant boots with: its config plus its own credentials.
 pub async fn boot_env(cp: &ControlPlane, org: &Org) -> Result<BootEnv, BootEnvError> {
     let creds = cp

@@ -76,6 +76,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         kms_key_arn: None,
         aws: Default::default(),
         bootstrap_ttl: Duration::from_secs(900),
+        orphan_grace: Duration::from_secs(900),
         cp_base_url: None,
         ssrf: SsrfPolicy::AllowLoopback,
         reconcile_interval: Duration::from_secs(2),

@@ -70,6 +70,7 @@ impl TestCpBuilder {
             kms_key_arn: None,
             aws: Default::default(),
             bootstrap_ttl: Duration::from_secs(900),
+            orphan_grace: Duration::from_secs(900),
             cp_base_url: None,
             ssrf: SsrfPolicy::AllowLoopback,
             reconcile_interval: Duration::from_millis(300),
