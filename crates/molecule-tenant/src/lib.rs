@@ -3,6 +3,7 @@
 //! its org's API.
 
 pub mod api;
+pub mod bootstrap;
 pub mod config;
 pub mod cp_client;
 pub mod startup;

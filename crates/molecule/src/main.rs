@@ -143,6 +143,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Tenant {
             command: TenantCommand::Serve(args),
         } => {
+            // EC2: trade the single-use bootstrap token for the tenant's credentials first.
+            if let Some(values) = molecule_tenant::bootstrap::resolve_from_env().await? {
+                molecule_tenant::bootstrap::apply(&values);
+            }
             let config = molecule_tenant::config::TenantConfig::from_env(
                 args.listen,
                 args.instance.prefer_port,
