@@ -251,16 +251,17 @@ async fn the_orphan_sweep_reports_first_and_terminates_after_the_grace_period() 
         done,
         vec!["i-gone-org", "i-gone-ws", "i-same-slug-other-org"]
     );
-    let s = fake.state();
-    assert!(
-        !s.terminated.contains(&"i-live".to_owned()),
-        "the live tenant stays"
-    );
-    assert!(
-        !s.groups.contains_key("molecule-tenant-deleted"),
-        "orphan's group removed"
-    );
-    drop(s);
+    {
+        let s = fake.state();
+        assert!(
+            !s.terminated.contains(&"i-live".to_owned()),
+            "the live tenant stays"
+        );
+        assert!(
+            !s.groups.contains_key("molecule-tenant-deleted"),
+            "orphan's group removed"
+        );
+    }
     let fourth = sweep_orphans(&cp, &mut tracker).await.unwrap();
     assert!(fourth.orphans.is_empty());
 }

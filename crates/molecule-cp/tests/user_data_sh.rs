@@ -153,7 +153,7 @@ fn deliver(env: &BTreeMap<String, String>, artifact: &Artifact) -> BTreeMap<Stri
                 .filter(|l| l.starts_with(b"run\0"))
                 .collect();
             assert_eq!(runs.len(), 1);
-            let expected_tail = format!("{image}\0tenant\0serve\0--listen\00.0.0.0:8080\0");
+            let expected_tail = format!("{image}\0tenant\0serve\0--listen\x000.0.0.0:8080\0");
             assert!(
                 runs[0].ends_with(expected_tail.as_bytes()),
                 "{:?}",
@@ -165,7 +165,7 @@ fn deliver(env: &BTreeMap<String, String>, artifact: &Artifact) -> BTreeMap<Stri
             assert!(curl.ends_with(format!("{url}\0\n").as_bytes()), "{curl:?}");
             assert_eq!(
                 sb.read("binary.args"),
-                b"tenant\0serve\0--listen\00.0.0.0:8080\0"
+                b"tenant\0serve\0--listen\x000.0.0.0:8080\0"
             );
         }
     }
