@@ -87,18 +87,7 @@ impl EncryptionKey {
         if wrapped_key.is_empty() || wrapped_key.len() > MAX_WRAPPED_KEY {
             return Err(SealError::Truncated);
         }
-        let nonce = random_bytes::<NONCE_LEN>();
-        let aad = associated_data(VERSION_KMS, owner, field);
-        let ct = self
-            .cipher()
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext.as_bytes(),
-                    aad: &aad,
-                },
-            )
-            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+        let (nonce, ct) = self.encrypt(VERSION_KMS, owner, field, plaintext);
         let mut out = Vec::with_capacity(3 + wrapped_key.len() + NONCE_LEN + ct.len());
         out.push(VERSION_KMS);
         out.extend_from_slice(&(wrapped_key.len() as u16).to_be_bytes());
@@ -141,10 +130,16 @@ impl EncryptionKey {
         Aes256Gcm::new_from_slice(&self.0).expect("the key is 32 bytes")
     }
 
-    /// Encrypts `plaintext` for `owner` (an org id or other scope) and `field`.
-    pub fn seal(&self, owner: &str, field: &str, plaintext: &str) -> String {
+    /// AES-256-GCM under a fresh random nonce, with the associated data of `version`.
+    fn encrypt(
+        &self,
+        version: u8,
+        owner: &str,
+        field: &str,
+        plaintext: &str,
+    ) -> ([u8; NONCE_LEN], Vec<u8>) {
         let nonce = random_bytes::<NONCE_LEN>();
-        let aad = associated_data(VERSION_STATIC_KEY, owner, field);
+        let aad = associated_data(version, owner, field);
         let ct = self
             .cipher()
             .encrypt(
@@ -155,6 +150,30 @@ impl EncryptionKey {
                 },
             )
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+        (nonce, ct)
+    }
+
+    /// The inverse of [`EncryptionKey::encrypt`], as UTF-8 text.
+    fn decrypt(
+        &self,
+        version: u8,
+        owner: &str,
+        field: &str,
+        nonce: &[u8],
+        ct: &[u8],
+    ) -> Result<Secret, SealError> {
+        let aad = associated_data(version, owner, field);
+        let plain = self
+            .cipher()
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            .map_err(|_| SealError::Open)?;
+        let text = String::from_utf8(plain).map_err(|_| SealError::NotUtf8)?;
+        Secret::new(text).ok_or(SealError::Open)
+    }
+
+    /// Encrypts `plaintext` for `owner` (an org id or other scope) and `field`.
+    pub fn seal(&self, owner: &str, field: &str, plaintext: &str) -> String {
+        let (nonce, ct) = self.encrypt(VERSION_STATIC_KEY, owner, field, plaintext);
         let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
         out.push(VERSION_STATIC_KEY);
         out.extend_from_slice(&nonce);
@@ -175,13 +194,7 @@ impl EncryptionKey {
             return Err(SealError::Truncated);
         }
         let (nonce, ct) = rest.split_at(NONCE_LEN);
-        let aad = associated_data(version, owner, field);
-        let plain = self
-            .cipher()
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
-            .map_err(|_| SealError::Open)?;
-        let text = String::from_utf8(plain).map_err(|_| SealError::NotUtf8)?;
-        Secret::new(text).ok_or(SealError::Open)
+        self.decrypt(version, owner, field, nonce, ct)
     }
 }
 
@@ -243,19 +256,7 @@ impl WrappedEnvelope {
         owner: &str,
         field: &str,
     ) -> Result<Secret, SealError> {
-        let aad = associated_data(VERSION_KMS, owner, field);
-        let plain = data_key
-            .cipher()
-            .decrypt(
-                Nonce::from_slice(&self.nonce),
-                Payload {
-                    msg: &self.ct,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| SealError::Open)?;
-        let text = String::from_utf8(plain).map_err(|_| SealError::NotUtf8)?;
-        Secret::new(text).ok_or(SealError::Open)
+        data_key.decrypt(VERSION_KMS, owner, field, &self.nonce, &self.ct)
     }
 }
 
