@@ -326,7 +326,19 @@ async fn bootstrap_conformance(store: Store) {
         .await
         .unwrap());
     assert!(store
+        .bootstrap_token_usable(&o.id, "bst-1", now)
+        .await
+        .unwrap());
+    assert!(!store
+        .bootstrap_token_usable("other-org", "bst-1", now)
+        .await
+        .unwrap());
+    assert!(store
         .consume_bootstrap_token(&o.id, "bst-1", now)
+        .await
+        .unwrap());
+    assert!(!store
+        .bootstrap_token_usable(&o.id, "bst-1", now)
         .await
         .unwrap());
     assert!(
@@ -347,6 +359,10 @@ async fn bootstrap_conformance(store: Store) {
             .unwrap(),
         "not at or after its expiry"
     );
+    assert!(!store
+        .bootstrap_token_usable(&o.id, "bst-2", now + 1_000)
+        .await
+        .unwrap());
     store
         .insert_bootstrap_token(&o.id, "bst-3", now + 60_000)
         .await

@@ -66,20 +66,16 @@ async fn bootstrap(
         return Err(deny(&cp, ACTION, "-", "missing bootstrap token", presented).await);
     }
     let hash = TokenHash::of(presented);
-    let used = cp
+    let refused = "bootstrap token unknown, used or expired";
+    // Check first and consume last: a failure in between (KMS unavailable) leaves the token
+    // usable for the tenant's retry; only the final conditional UPDATE decides who wins.
+    let usable = cp
         .store
-        .consume_bootstrap_token(&body.org_id, hash.as_str(), now_ms())
+        .bootstrap_token_usable(&body.org_id, hash.as_str(), now_ms())
         .await
         .map_err(ApiError::internal)?;
-    if !used {
-        return Err(deny(
-            &cp,
-            ACTION,
-            &body.org_id,
-            "bootstrap token unknown, used or expired",
-            presented,
-        )
-        .await);
+    if !usable {
+        return Err(deny(&cp, ACTION, &body.org_id, refused, presented).await);
     }
     let Some(org) = cp
         .store
@@ -93,6 +89,14 @@ async fn bootstrap(
         tracing::warn!(org = %org.slug, error = %e, "bootstrap: boot env unavailable");
         ApiError::Unavailable("the tenant's configuration is not available; retry".into())
     })?;
+    let used = cp
+        .store
+        .consume_bootstrap_token(&org.id, hash.as_str(), now_ms())
+        .await
+        .map_err(ApiError::internal)?;
+    if !used {
+        return Err(deny(&cp, ACTION, &org.id, refused, presented).await);
+    }
     cp.audit(
         &format!("tenant:{}", org.id),
         "bootstrap",

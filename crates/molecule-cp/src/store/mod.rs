@@ -249,6 +249,24 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the bootstrap token with `token_hash` for `org_id` is unused and unexpired at
+    /// `now` (ms). Only [`Store::consume_bootstrap_token`] decides; this lets the caller do its
+    /// work first, so a failure does not burn the token.
+    pub async fn bootstrap_token_usable(
+        &self,
+        org_id: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT org_id FROM bootstrap_tokens WHERE token_hash = $1 AND org_id = $2 AND used_at IS NULL AND expires_at > $3")
+            .bind(token_hash)
+            .bind(org_id)
+            .bind(now)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// Uses the bootstrap token with `token_hash` for `org_id`: true exactly once, while it has
     /// not expired at `now` (ms). One conditional UPDATE, so two concurrent uses cannot both win.
     pub async fn consume_bootstrap_token(
