@@ -33,7 +33,19 @@ pub struct CpConfig {
     pub admin_token: Option<Secret>,
     pub shared_secret: Option<Secret>,
     pub shared_secret_previous: Option<Secret>,
+    /// The static envelope key (format version 1). In KMS mode it only opens rows written
+    /// before the switch; without `SECRETS_ENCRYPTION_KEY` in strict KMS mode it is a random key
+    /// that opens nothing.
     pub encryption_key: EncryptionKey,
+    /// `KMS_KEY_ARN`: new secrets are sealed with KMS data keys (format version 2).
+    pub kms_key_arn: Option<String>,
+    /// Overrides of the standard AWS configuration chain (tests point these at moto).
+    pub aws: crate::aws::AwsSettings,
+    /// How long a tenant bootstrap token (EC2 user-data) stays valid.
+    pub bootstrap_ttl: Duration,
+    /// How long an orphan instance (ours by its tags, named by no org or workspace) is reported
+    /// before it is terminated.
+    pub orphan_grace: Duration,
     /// What tenants are told to call us at; `None` means the address we bind.
     pub cp_base_url: Option<String>,
     /// Which addresses `platform_url` may point at.
@@ -49,8 +61,6 @@ pub struct CpConfig {
 pub enum ConfigError {
     #[error("refusing to start in production mode (MOLECULE_ENV=production): {0} is not set")]
     MissingInStrict(&'static str),
-    #[error("{ENV_KMS_KEY_ARN} is set, but KMS envelope mode is not available in this build; set {ENV_ENCRYPTION_KEY} instead")]
-    KmsUnavailable,
     #[error("{name} is not valid: {reason}")]
     Invalid { name: &'static str, reason: String },
     #[error(transparent)]
@@ -90,11 +100,20 @@ impl CpConfig {
         let admin_token = secret::from_env(ENV_ADMIN_TOKEN)?;
         let shared_secret = secret::from_env(ENV_SHARED_SECRET)?;
         let shared_secret_previous = secret::from_env(ENV_SHARED_SECRET_PREVIOUS)?;
-        if secret::from_env(ENV_KMS_KEY_ARN)?.is_some() {
-            return Err(ConfigError::KmsUnavailable);
+        let kms_key_arn = secret::from_env(ENV_KMS_KEY_ARN)?.map(|v| v.expose().to_owned());
+        if let Some(arn) = &kms_key_arn {
+            // A key id, alias or ARN: printable ASCII without spaces. Not a secret.
+            if arn.len() > 2048 || !arn.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError::Invalid {
+                    name: ENV_KMS_KEY_ARN,
+                    reason: "must be a KMS key id, alias or ARN".into(),
+                });
+            }
         }
         let encryption_key = match secret::from_env(ENV_ENCRYPTION_KEY)? {
             Some(value) => EncryptionKey::parse(ENV_ENCRYPTION_KEY, &value)?,
+            // KMS seals everything new; without a static key, version 1 rows cannot be opened.
+            None if strict && kms_key_arn.is_some() => EncryptionKey::generate(),
             None if strict => return Err(ConfigError::MissingInStrict(ENV_ENCRYPTION_KEY)),
             None => local_encryption_key(&data_dir)?,
         };
@@ -154,6 +173,10 @@ impl CpConfig {
             shared_secret,
             shared_secret_previous,
             encryption_key,
+            kms_key_arn,
+            aws: crate::aws::AwsSettings::default(),
+            bootstrap_ttl: Duration::from_secs(parse_env("MOLECULE_BOOTSTRAP_TTL_SECS", 900u64)?),
+            orphan_grace: Duration::from_secs(parse_env("MOLECULE_ORPHAN_GRACE_SECS", 900u64)?),
             cp_base_url,
             ssrf,
             reconcile_interval: Duration::from_millis(parse_env(

@@ -3,7 +3,9 @@
 //! purges orgs, and records every mutation and every refusal in an audit log.
 
 pub mod api;
+pub mod aws;
 pub mod config;
+pub mod keyring;
 pub mod orgs;
 pub mod provider;
 pub mod purge;
@@ -28,6 +30,8 @@ pub struct ControlPlane {
     pub config: CpConfig,
     pub store: Store,
     pub provider: Arc<dyn Provider>,
+    /// Seals and opens secrets at rest (static key or KMS data keys).
+    pub keyring: keyring::Keyring,
     pub metrics: Metrics,
     /// Wakes the reconciler before its next tick (an org was created, deleted, retried).
     pub nudge: Notify,

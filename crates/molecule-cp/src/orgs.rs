@@ -29,6 +29,8 @@ pub enum SignupError {
     Taken,
     #[error(transparent)]
     Store(StoreError),
+    #[error("sealing the org's credentials failed: {0}")]
+    Seal(crate::keyring::KeyringError),
 }
 
 pub struct NewOrg {
@@ -71,7 +73,9 @@ pub async fn create(cp: &ControlPlane, new: NewOrg) -> Result<Org, SignupError> 
         updated_at: now,
     };
     let admin_token = token::generate(TokenKind::TenantAdmin);
-    let creds = seal_credentials(cp, &org.id, &admin_token, &EncryptionKey::generate());
+    let creds = seal_credentials(cp, &org.id, &admin_token, &EncryptionKey::generate())
+        .await
+        .map_err(SignupError::Seal)?;
     let instance = TenantInstance {
         org_id: org.id.clone(),
         provider: cp.provider.kind().to_owned(),
@@ -96,19 +100,23 @@ pub async fn create(cp: &ControlPlane, new: NewOrg) -> Result<Org, SignupError> 
     Ok(org)
 }
 
-fn seal_credentials(
+async fn seal_credentials(
     cp: &ControlPlane,
     org_id: &str,
     admin_token: &Secret,
     tenant_key: &EncryptionKey,
-) -> TenantCredentials {
-    let key = &cp.config.encryption_key;
-    TenantCredentials {
+) -> Result<TenantCredentials, crate::keyring::KeyringError> {
+    let key = &cp.keyring;
+    Ok(TenantCredentials {
         org_id: org_id.to_owned(),
         admin_token_hash: TokenHash::of(admin_token.expose()).as_str().to_owned(),
-        admin_token_sealed: key.seal(org_id, "admin_token", admin_token.expose()),
-        encryption_key_sealed: key.seal(org_id, "encryption_key", tenant_key.to_base64().expose()),
-    }
+        admin_token_sealed: key
+            .seal(org_id, "admin_token", admin_token.expose())
+            .await?,
+        encryption_key_sealed: key
+            .seal(org_id, "encryption_key", tenant_key.to_base64().expose())
+            .await?,
+    })
 }
 
 /// The tenant admin token of `org`, decrypted for an operator.
@@ -119,7 +127,7 @@ pub async fn admin_token(cp: &ControlPlane, org: &Org) -> anyhow::Result<Secret>
         .await?
         .ok_or_else(|| anyhow::anyhow!("org has no stored credentials"))?;
     Ok(cp
-        .config
-        .encryption_key
-        .open(&org.id, "admin_token", &creds.admin_token_sealed)?)
+        .keyring
+        .open(&org.id, "admin_token", &creds.admin_token_sealed)
+        .await?)
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use molecule_shared::now_ms;
 
-use crate::provider::{InstanceSpec, ObservedState, ProviderError, Role};
+use crate::provider::{InstanceSpec, ManagedInstance, ObservedState, ProviderError, Role};
 use crate::store::{BootEvent, InstanceStatus, Org, OrgStatus, PurgeStatus, WorkspaceState};
 use crate::ControlPlane;
 
@@ -44,6 +44,7 @@ struct State {
     in_flight: HashSet<String>,
     backoff: HashMap<String, Backoff>,
     unhealthy: HashMap<String, u32>,
+    orphans: Arc<tokio::sync::Mutex<OrphanTracker>>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -125,6 +126,13 @@ async fn pass(cp: &Arc<ControlPlane>, state: &Shared) -> Result<(), crate::store
             reconcile_workspace(&cp2, &state2, ws).await;
         });
     }
+    let (cp2, tracker) = (cp.clone(), lock(state).orphans.clone());
+    spawn_once(state, "orphan-sweep".into(), async move {
+        let mut tracker = tracker.lock().await;
+        if let Err(e) = sweep_orphans(&cp2, &mut tracker).await {
+            tracing::warn!(error = %e, "orphan sweep failed");
+        }
+    });
     for purge in cp.store.unfinished_purges().await? {
         let delay_ms = 1000i64 << purge.attempts.clamp(0, 8);
         if purge.status == PurgeStatus::Failed && now_ms() < purge.updated_at + delay_ms {
@@ -138,6 +146,90 @@ async fn pass(cp: &Arc<ControlPlane>, state: &Shared) -> Result<(), crate::store
         });
     }
     Ok(())
+}
+
+/// When each orphan was first seen, so it is removed only after `orphan_grace`.
+#[derive(Debug, Default)]
+pub struct OrphanTracker {
+    first_seen: HashMap<String, Instant>,
+}
+
+#[derive(Debug, Default)]
+pub struct SweepReport {
+    /// Instances tagged as ours that no org or workspace names.
+    pub orphans: Vec<ManagedInstance>,
+    /// The ids of those terminated in this sweep (seen for longer than the grace period).
+    pub terminated: Vec<String>,
+}
+
+/// Finds instances the provider runs for us that no org or workspace in the store names,
+/// reports them (log and the `cp_orphan_instances` gauge), and terminates those first seen
+/// more than `orphan_grace` ago. The grace covers a launch racing its row, and gives an
+/// operator time to look.
+pub async fn sweep_orphans(
+    cp: &ControlPlane,
+    tracker: &mut OrphanTracker,
+) -> Result<SweepReport, crate::store::StoreError> {
+    let managed = match cp.provider.list_managed().await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list managed instances");
+            return Ok(SweepReport::default());
+        }
+    };
+    let orgs: HashMap<String, String> = cp
+        .store
+        .list_orgs()
+        .await?
+        .into_iter()
+        .map(|o| (o.id, o.slug))
+        .collect();
+    let workspaces: HashMap<String, String> = cp
+        .store
+        .all_workspaces()
+        .await?
+        .into_iter()
+        .map(|w| (w.workspace_id, w.org_id))
+        .collect();
+    let orphans: Vec<ManagedInstance> = managed
+        .into_iter()
+        .filter(|m| match m.role {
+            Role::Tenant => orgs.get(&m.org_id) != Some(&m.name),
+            Role::Workspace => workspaces.get(&m.name) != Some(&m.org_id),
+        })
+        .collect();
+    let now = Instant::now();
+    tracker
+        .first_seen
+        .retain(|id, _| orphans.iter().any(|o| &o.instance_id == id));
+    let mut report = SweepReport::default();
+    for o in &orphans {
+        let first = *tracker.first_seen.entry(o.instance_id.clone()).or_insert_with(|| {
+            tracing::warn!(instance = %o.instance_id, role = o.role.as_str(), name = %o.name, org = %o.org_id, grace_s = cp.config.orphan_grace.as_secs(), "orphan instance: tagged as ours, but no org or workspace names it; terminating after the grace period");
+            now
+        });
+        if now.duration_since(first) < cp.config.orphan_grace {
+            continue;
+        }
+        match cp.provider.terminate_managed(o).await {
+            Ok(()) => {
+                tracing::warn!(instance = %o.instance_id, "orphan instance terminated");
+                cp.metrics.inc("cp_orphans_terminated_total", &[]);
+                tracker.first_seen.remove(&o.instance_id);
+                report.terminated.push(o.instance_id.clone());
+            }
+            Err(e) => {
+                tracing::warn!(instance = %o.instance_id, error = %e, "terminating an orphan failed")
+            }
+        }
+    }
+    cp.metrics.set_gauge(
+        "cp_orphan_instances",
+        &[],
+        (orphans.len() - report.terminated.len()) as i64,
+    );
+    report.orphans = orphans;
+    Ok(report)
 }
 
 async fn event(cp: &ControlPlane, org: &Org, stage: &str, status: &str, detail: &str) {
@@ -169,9 +261,12 @@ async fn wait_healthy(cp: &ControlPlane, address: &str, deadline: Duration) -> b
 }
 
 async fn tenant_spec(cp: &ControlPlane, org: &Org) -> Result<InstanceSpec, String> {
-    let env = crate::tenant_config::boot_env(cp, org)
-        .await
-        .map_err(|e| e.to_string())?;
+    let env = if cp.provider.exposes_boot_env() {
+        crate::tenant_config::bootstrap_env(cp, org).await
+    } else {
+        crate::tenant_config::boot_env(cp, org).await
+    }
+    .map_err(|e| e.to_string())?;
     Ok(InstanceSpec {
         role: Role::Tenant,
         name: org.slug.clone(),

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{CpConfig, ProviderKind};
+use crate::keyring::Keyring;
 use crate::provider::local::LocalProvider;
 use crate::provider::Provider;
 use crate::store::Store;
@@ -23,14 +24,17 @@ pub struct Application {
 }
 
 /// The provider the configuration asks for. `binary` is what local instances run.
-pub fn provider_for(config: &CpConfig, binary: PathBuf) -> anyhow::Result<Arc<dyn Provider>> {
+pub async fn provider_for(config: &CpConfig, binary: PathBuf) -> anyhow::Result<Arc<dyn Provider>> {
     match config.provider {
         ProviderKind::Local => Ok(Arc::new(LocalProvider::new(
             binary,
             config.data_dir.clone(),
         ))),
         ProviderKind::Ec2 => {
-            anyhow::bail!("MOLECULE_PROVIDER=ec2 is not available in this build; use local")
+            let settings = crate::provider::ec2::Ec2Settings::from_env()?;
+            let provider = crate::provider::ec2::Ec2Provider::from_sdk(&config.aws, settings).await;
+            provider.warn_if_shared();
+            Ok(Arc::new(provider))
         }
     }
 }
@@ -57,6 +61,18 @@ impl Application {
             .cp_base_url
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
+        let keyring = match &config.kms_key_arn {
+            Some(arn) => {
+                tracing::info!(key = %arn, "secrets at rest: KMS envelope mode (static key kept for reading older rows)");
+                Keyring::kms(
+                    &config.aws,
+                    arn.clone(),
+                    Some(config.encryption_key.clone()),
+                )
+                .await
+            }
+            None => Keyring::Static(config.encryption_key.clone()),
+        };
         let metrics = Metrics::default();
         metrics.describe(
             "http_requests_total",
@@ -71,6 +87,7 @@ impl Application {
             config,
             store,
             provider,
+            keyring,
             metrics,
             nudge: Default::default(),
             http: http_client(),

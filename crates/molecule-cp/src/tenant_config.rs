@@ -37,9 +37,29 @@ pub enum BootEnvError {
     #[error("the org has no stored credentials")]
     NoCredentials,
     #[error("stored credentials do not decrypt: {0}")]
-    Sealed(#[from] molecule_shared::crypto::SealError),
+    Sealed(#[from] crate::keyring::KeyringError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+}
+
+/// What a tenant boots with when its boot env is readable by others on the instance (EC2
+/// user-data): only non-secret values and a fresh single-use bootstrap token, which the tenant
+/// exchanges at `POST /cp/tenants/bootstrap` for [`boot_env`]. The token is stored hashed, with
+/// an expiry of `bootstrap_ttl`.
+pub async fn bootstrap_env(cp: &ControlPlane, org: &Org) -> Result<BootEnv, BootEnvError> {
+    let token = molecule_shared::token::generate(molecule_shared::token::TokenKind::Bootstrap);
+    let hash = molecule_shared::token::TokenHash::of(token.expose());
+    let expires_at = molecule_shared::now_ms() + cp.config.bootstrap_ttl.as_millis() as i64;
+    cp.store
+        .insert_bootstrap_token(&org.id, hash.as_str(), expires_at)
+        .await?;
+    let mut env = BootEnv::default();
+    env.set("MOLECULE_CP_URL", cp.base_url.clone());
+    env.set("MOLECULE_ORG_ID", org.id.clone());
+    env.set("MOLECULE_ORG_SLUG", org.slug.clone());
+    env.set_secret("MOLECULE_BOOTSTRAP_TOKEN", &token);
+    env.set("MOLECULE_ENV", "production");
+    Ok(env)
 }
 
 /// The full environment a tenant boots with: its config plus its own credentials.
@@ -49,12 +69,16 @@ pub async fn boot_env(cp: &ControlPlane, org: &Org) -> Result<BootEnv, BootEnvEr
         .credentials(&org.id)
         .await?
         .ok_or(BootEnvError::NoCredentials)?;
-    let key = &cp.config.encryption_key;
-    let admin_token = key.open(&org.id, "admin_token", &creds.admin_token_sealed)?;
-    let tenant_key = key.open(&org.id, "encryption_key", &creds.encryption_key_sealed)?;
+    let key = &cp.keyring;
+    let admin_token = key
+        .open(&org.id, "admin_token", &creds.admin_token_sealed)
+        .await?;
+    let tenant_key = key
+        .open(&org.id, "encryption_key", &creds.encryption_key_sealed)
+        .await?;
     // The tenant key is stored base64; parse it to be sure it is a key before handing it over.
     let tenant_key = EncryptionKey::parse("SECRETS_ENCRYPTION_KEY", &tenant_key)
-        .map_err(|_| BootEnvError::Sealed(molecule_shared::crypto::SealError::Open))?;
+        .map_err(|_| BootEnvError::Sealed(molecule_shared::crypto::SealError::Open.into()))?;
     let mut env = BootEnv::from(config_map(cp, org));
     env.set_secret("ADMIN_TOKEN", &admin_token);
     env.set_secret("SECRETS_ENCRYPTION_KEY", &tenant_key.to_base64());

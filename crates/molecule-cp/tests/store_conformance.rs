@@ -304,6 +304,109 @@ async fn conformance(store: Store) {
     assert_eq!(counts.iter().find(|(t, _)| *t == "orgs").unwrap().1, 2);
 }
 
+/// Bootstrap tokens: used once, only by their org, only before expiry; concurrent uses have one
+/// winner; they go with the org's rows.
+async fn bootstrap_conformance(store: Store) {
+    let o = org("bootme");
+    store
+        .create_org(&o, &creds(&o, "hash-boot"), &instance(&o))
+        .await
+        .unwrap();
+    let now = now_ms();
+    store
+        .insert_bootstrap_token(&o.id, "bst-1", now + 60_000)
+        .await
+        .unwrap();
+    assert!(!store
+        .consume_bootstrap_token("other-org", "bst-1", now)
+        .await
+        .unwrap());
+    assert!(!store
+        .consume_bootstrap_token(&o.id, "bst-unknown", now)
+        .await
+        .unwrap());
+    assert!(store
+        .bootstrap_token_usable(&o.id, "bst-1", now)
+        .await
+        .unwrap());
+    assert!(!store
+        .bootstrap_token_usable("other-org", "bst-1", now)
+        .await
+        .unwrap());
+    assert!(store
+        .consume_bootstrap_token(&o.id, "bst-1", now)
+        .await
+        .unwrap());
+    assert!(!store
+        .bootstrap_token_usable(&o.id, "bst-1", now)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .consume_bootstrap_token(&o.id, "bst-1", now)
+            .await
+            .unwrap(),
+        "a bootstrap token works once"
+    );
+    store
+        .insert_bootstrap_token(&o.id, "bst-2", now + 1_000)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .consume_bootstrap_token(&o.id, "bst-2", now + 1_000)
+            .await
+            .unwrap(),
+        "not at or after its expiry"
+    );
+    assert!(!store
+        .bootstrap_token_usable(&o.id, "bst-2", now + 1_000)
+        .await
+        .unwrap());
+    store
+        .insert_bootstrap_token(&o.id, "bst-3", now + 60_000)
+        .await
+        .unwrap();
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let (store, id) = (store.clone(), o.id.clone());
+        handles.push(tokio::spawn(async move {
+            store
+                .consume_bootstrap_token(&id, "bst-3", now)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for h in handles {
+        winners += h.await.unwrap() as usize;
+    }
+    assert_eq!(winners, 1, "concurrent uses of one token have one winner");
+    store
+        .insert_bootstrap_token(&o.id, "bst-4", now + 60_000)
+        .await
+        .unwrap();
+    store.delete_org_rows(&o.id).await.unwrap();
+    assert!(!store
+        .consume_bootstrap_token(&o.id, "bst-4", now)
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn sqlite_bootstrap_tokens_conform() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("cp.db").display());
+    bootstrap_conformance(Store::open(&url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_bootstrap_tokens_conform() {
+    let Some(pg) = PgCluster::start() else { return };
+    let url = pg.create_database("bootstrap");
+    bootstrap_conformance(Store::open(&url).await.unwrap()).await;
+}
+
 #[tokio::test]
 async fn sqlite_store_conforms() {
     let dir = tempfile::tempdir().unwrap();

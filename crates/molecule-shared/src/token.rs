@@ -22,6 +22,8 @@ pub enum TokenKind {
     Workspace,
     /// An org API token, issued by a tenant (an admin credential for that tenant).
     OrgApi,
+    /// A single-use, short-lived token a new tenant instance exchanges for its credentials.
+    Bootstrap,
 }
 
 impl TokenKind {
@@ -32,6 +34,7 @@ impl TokenKind {
             TokenKind::ProvisionShared => "mol_pss_",
             TokenKind::Workspace => "mol_wst_",
             TokenKind::OrgApi => "mol_org_",
+            TokenKind::Bootstrap => "mol_bst_",
         }
     }
 }
@@ -107,6 +110,7 @@ pub fn audit_prefix(presented: &str) -> &'static str {
         TokenKind::ProvisionShared,
         TokenKind::Workspace,
         TokenKind::OrgApi,
+        TokenKind::Bootstrap,
     ]
     .into_iter()
     .map(TokenKind::prefix)

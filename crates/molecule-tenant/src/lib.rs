@@ -6,6 +6,7 @@
 pub mod access;
 pub mod api;
 pub mod auth;
+pub mod bootstrap;
 pub mod config;
 pub mod cp_client;
 pub mod events;

@@ -3,6 +3,7 @@
 //! A suite that needs a service this machine may lack (PostgreSQL, moto) calls [`unavailable`]:
 //! it prints why it skips, or fails when `MOLECULE_TEST_REQUIRE_ALL=1` (set by CI).
 
+pub mod moto;
 pub mod postgres;
 
 /// Reports a missing service: panics under `MOLECULE_TEST_REQUIRE_ALL=1`, else prints the reason

@@ -144,7 +144,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let config = molecule_cp::config::CpConfig::from_env(listen, data_dir)?;
             let binary = std::env::current_exe().context("cannot locate the molecule binary")?;
-            let provider = molecule_cp::startup::provider_for(&config, binary)?;
+            let provider = molecule_cp::startup::provider_for(&config, binary).await?;
             let app =
                 molecule_cp::startup::Application::build(config, provider, shutdown_on_signal())
                     .await?;
@@ -154,6 +154,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Tenant {
             command: TenantCommand::Serve(args),
         } => {
+            // EC2: trade the single-use bootstrap token for the tenant's credentials first.
+            if let Some(values) = molecule_tenant::bootstrap::resolve_from_env().await? {
+                molecule_tenant::bootstrap::apply(&values);
+            }
             let config = molecule_tenant::config::TenantConfig::from_env(
                 args.listen,
                 args.instance.prefer_port,

@@ -64,6 +64,10 @@ impl From<SignupError> for ApiError {
         match e {
             SignupError::Taken => ApiError::Conflict(e.to_string()),
             SignupError::Store(err) => ApiError::internal(err),
+            SignupError::Seal(err) => {
+                tracing::warn!(error = %err, "sealing new org credentials failed");
+                ApiError::Unavailable("secrets cannot be sealed right now; retry later".into())
+            }
             other => ApiError::BadRequest(other.to_string()),
         }
     }
@@ -86,7 +90,7 @@ async fn create_org(
     )
     .await
     .inspect_err(|e| {
-        if !matches!(e, SignupError::Store(_)) {
+        if !matches!(e, SignupError::Store(_) | SignupError::Seal(_)) {
             tracing::info!(reason = %e, "org creation refused");
         }
     })?;

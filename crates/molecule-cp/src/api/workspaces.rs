@@ -113,9 +113,9 @@ fn env_field(workspace_id: &str) -> String {
 /// Launches (or adopts) the instance of a recorded workspace.
 pub async fn launch(cp: &ControlPlane, ws: &WorkspaceInstance) -> Result<Observed, ProviderError> {
     let plain = cp
-        .config
-        .encryption_key
+        .keyring
         .open(&ws.org_id, &env_field(&ws.workspace_id), &ws.env_sealed)
+        .await
         .map_err(|e| ProviderError::Launch {
             role: "workspace",
             reason: format!("stored env: {e}"),
@@ -169,6 +169,14 @@ async fn provision(
         .await
         .map_err(|e| ApiError::BadRequest(format!("platform_url is not allowed: {e}")))?;
     let env_json = serde_json::to_string(&req.env).map_err(ApiError::internal)?;
+    let env_sealed = cp
+        .keyring
+        .seal(&org.id, &env_field(&req.workspace_id), &env_json)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "sealing a workspace env failed");
+            ApiError::Unavailable("secrets cannot be sealed right now; retry later".into())
+        })?;
     let now = now_ms();
     let mut ws = WorkspaceInstance {
         workspace_id: req.workspace_id.clone(),
@@ -179,11 +187,7 @@ async fn provision(
         runtime: req.runtime,
         tier: req.tier,
         platform_url: req.platform_url,
-        env_sealed: cp.config.encryption_key.seal(
-            &org.id,
-            &env_field(&req.workspace_id),
-            &env_json,
-        ),
+        env_sealed,
         restarts: 0,
         created_at: now,
         updated_at: now,

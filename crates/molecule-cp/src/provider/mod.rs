@@ -2,6 +2,7 @@
 //! instance by role and name and gets back what is running; every operation is idempotent, so
 //! the reconciler can repeat any of them after a crash without creating a second instance.
 
+pub mod ec2;
 pub mod local;
 
 use std::collections::BTreeMap;
@@ -104,10 +105,40 @@ pub enum ProviderError {
     Io(String),
 }
 
+/// An instance the provider runs for us, as its tags say: what the orphan sweep compares with
+/// the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedInstance {
+    pub role: Role,
+    /// Org slug (tenant) or workspace id.
+    pub name: String,
+    pub org_id: String,
+    pub instance_id: String,
+    pub launched_at_ms: Option<i64>,
+}
+
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
     /// `local` or `ec2`.
     fn kind(&self) -> &'static str;
+
+    /// Whether the boot env can be read by others on the instance (EC2 user-data is readable
+    /// through the metadata service). If so, tenants get a single-use bootstrap token instead of
+    /// their long-lived credentials.
+    fn exposes_boot_env(&self) -> bool {
+        false
+    }
+
+    /// Every instance this provider runs for us (the orphan sweep). Local: none are tracked
+    /// apart from the store, so none.
+    async fn list_managed(&self) -> Result<Vec<ManagedInstance>, ProviderError> {
+        Ok(Vec::new())
+    }
+
+    /// Destroys one listed instance by its id (an orphan: no org or workspace names it).
+    async fn terminate_managed(&self, _instance: &ManagedInstance) -> Result<(), ProviderError> {
+        Ok(())
+    }
 
     /// The running instance for `spec`: the existing one if there is one (adopted, never
     /// duplicated), else a newly launched one, once it serves.

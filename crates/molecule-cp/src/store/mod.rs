@@ -10,11 +10,18 @@ use molecule_shared::now_ms;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../migrations/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "bootstrap_tokens",
+        sql: include_str!("../../migrations/0002_bootstrap_tokens.sql"),
+    },
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -215,6 +222,66 @@ impl Store {
         .await?
         .map(|r| org_from_row(&r))
         .transpose()
+    }
+
+    // ---- bootstrap tokens -------------------------------------------------------------------
+
+    /// Records a bootstrap token (by its hash) for `org_id`, valid until `expires_at` (ms).
+    /// Expired tokens of every org are dropped on the way.
+    pub async fn insert_bootstrap_token(
+        &self,
+        org_id: &str,
+        token_hash: &str,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        let now = now_ms();
+        sqlx::query("DELETE FROM bootstrap_tokens WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.db.pool)
+            .await?;
+        sqlx::query("INSERT INTO bootstrap_tokens (token_hash, org_id, expires_at, used_at, created_at) VALUES ($1, $2, $3, NULL, $4)")
+            .bind(token_hash)
+            .bind(org_id)
+            .bind(expires_at)
+            .bind(now)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the bootstrap token with `token_hash` for `org_id` is unused and unexpired at
+    /// `now` (ms). Only [`Store::consume_bootstrap_token`] decides; this lets the caller do its
+    /// work first, so a failure does not burn the token.
+    pub async fn bootstrap_token_usable(
+        &self,
+        org_id: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT org_id FROM bootstrap_tokens WHERE token_hash = $1 AND org_id = $2 AND used_at IS NULL AND expires_at > $3")
+            .bind(token_hash)
+            .bind(org_id)
+            .bind(now)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Uses the bootstrap token with `token_hash` for `org_id`: true exactly once, while it has
+    /// not expired at `now` (ms). One conditional UPDATE, so two concurrent uses cannot both win.
+    pub async fn consume_bootstrap_token(
+        &self,
+        org_id: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE bootstrap_tokens SET used_at = $1 WHERE token_hash = $2 AND org_id = $3 AND used_at IS NULL AND expires_at > $1")
+            .bind(now)
+            .bind(token_hash)
+            .bind(org_id)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     // ---- tenant instances -------------------------------------------------------------------
@@ -441,6 +508,7 @@ impl Store {
         for table in [
             "workspace_instances",
             "boot_events",
+            "bootstrap_tokens",
             "tenant_instances",
             "tenant_credentials",
         ] {

@@ -87,12 +87,16 @@ fn strict_mode_names_each_missing_secret() {
         ),
         "CP_BASE_URL",
     );
-    assert_refused(
-        &run(
-            CP,
-            &[("MOLECULE_ENV", "prod"), ("KMS_KEY_ARN", "arn:aws:kms:x")],
-        ),
-        "KMS_KEY_ARN",
+    // A KMS key stands in for the static key: the next missing secret is the admin token.
+    let kms = run(
+        CP,
+        &[("MOLECULE_ENV", "prod"), ("KMS_KEY_ARN", "arn:aws:kms:x")],
+    );
+    assert_refused(&kms, "CP_ADMIN_API_TOKEN");
+    assert!(
+        !kms.output.contains("SECRETS_ENCRYPTION_KEY"),
+        "{}",
+        kms.output
     );
     for o in [
         run(CP, &[prod, ("SECRETS_ENCRYPTION_KEY", KEY)]),
