@@ -64,7 +64,6 @@ struct Agent {
     url: String,
     started: Instant,
     active_tasks: AtomicI64,
-    completed: AtomicI64,
 }
 
 impl Agent {
@@ -97,7 +96,6 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
             .unwrap_or_else(|| format!("http://{addr}")),
         started: Instant::now(),
         active_tasks: AtomicI64::new(0),
-        completed: AtomicI64::new(0),
     });
     if let Some(platform) = config.platform_url.clone() {
         tokio::spawn(report(
@@ -158,7 +156,6 @@ async fn a2a(State(agent): State<Arc<Agent>>, body: axum::body::Bytes) -> Json<V
         })
     };
     agent.active_tasks.fetch_sub(1, Ordering::Relaxed);
-    agent.completed.fetch_add(1, Ordering::Relaxed);
     Json(reply)
 }
 

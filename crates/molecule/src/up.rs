@@ -87,7 +87,11 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         tenant_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let binary = std::env::current_exe().context("cannot locate the molecule binary")?;
-    let provider = std::sync::Arc::new(LocalProvider::new(binary, data_dir.clone()));
+    // The edge router runs on loopback beside the tenants: they may believe its X-Forwarded-For,
+    // so each browser client gets its own rate-limit bucket.
+    let provider = std::sync::Arc::new(
+        LocalProvider::new(binary, data_dir.clone()).with_env("TRUSTED_PROXIES", "127.0.0.1"),
+    );
     let app = molecule_cp::startup::Application::build(config, provider.clone(), shutdown.clone())
         .await?;
     let cp_url = app.base_url().to_owned();
