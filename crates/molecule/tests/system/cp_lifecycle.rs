@@ -1,13 +1,12 @@
 //! The tenant lifecycle with real processes: repair, adoption, deletion, resumable purges,
 //! workspace instances.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::support::{pid_in, processes_with_arg, wait_until, FaultyProvider, TestCp};
+use crate::support::{pid_in, processes_with_arg, wait_until, TestCp};
 use molecule_cp::provider::Role;
 
 fn kill9(pid: i32) {
@@ -122,17 +121,11 @@ async fn a_restarted_control_plane_adopts_its_tenants() {
 
 #[tokio::test]
 async fn a_failed_provision_is_visible_retryable_and_deletable() {
-    let faulty = Arc::new(std::sync::Mutex::new(None));
-    let slot = faulty.clone();
-    let cp = TestCp::builder()
-        .wrap_provider(move |inner| {
-            let f = FaultyProvider::wrap(inner);
+    let (cp, faulty) = TestCp::builder()
+        .start_faulty(|f| {
             f.fail_launches("broken", usize::MAX);
             f.fail_launches("flaky", 1);
-            *slot.lock().unwrap() = Some(f.clone());
-            f
         })
-        .start()
         .await;
     cp.create_org("broken").await;
     cp.create_org("flaky").await;
@@ -177,12 +170,7 @@ async fn a_failed_provision_is_visible_retryable_and_deletable() {
         StatusCode::NOT_FOUND
     );
     // The slug can be signed up again.
-    faulty
-        .lock()
-        .unwrap()
-        .as_ref()
-        .unwrap()
-        .fail_launches("broken", 0);
+    faulty.fail_launches("broken", 0);
     cp.create_org("broken").await;
     cp.wait_status("broken", "running").await;
     cp.stop().await;
@@ -355,16 +343,8 @@ async fn workspace_instances_run_restart_and_release() {
 
 #[tokio::test]
 async fn an_interrupted_purge_resumes_where_it_stopped() {
-    let faulty = Arc::new(std::sync::Mutex::new(None));
-    let slot = faulty.clone();
-    let cp = TestCp::builder()
-        .wrap_provider(move |inner| {
-            let f = FaultyProvider::wrap(inner);
-            f.fail_tenant_terminates(1);
-            *slot.lock().unwrap() = Some(f.clone());
-            f
-        })
-        .start()
+    let (cp, _) = TestCp::builder()
+        .start_faulty(|f| f.fail_tenant_terminates(1))
         .await;
     let (org, _) = cp.create_running_org("acme").await;
     let token = cp.tenant_token("acme").await;
@@ -426,13 +406,8 @@ async fn an_interrupted_purge_resumes_where_it_stopped() {
 
 #[tokio::test]
 async fn the_reconciler_finishes_a_failed_purge_on_its_own() {
-    let cp = TestCp::builder()
-        .wrap_provider(|inner| {
-            let f = FaultyProvider::wrap(inner);
-            f.fail_tenant_terminates(1);
-            f
-        })
-        .start()
+    let (cp, _) = TestCp::builder()
+        .start_faulty(|f| f.fail_tenant_terminates(1))
         .await;
     cp.create_running_org("acme").await;
     let (status, _) = cp

@@ -49,6 +49,32 @@ impl TestCpBuilder {
         self
     }
 
+    /// Starts with a [`FaultyProvider`] around the local provider, set up by `faults`; returns
+    /// it too, so a test can change the faults later.
+    pub async fn start_faulty(
+        self,
+        faults: impl FnOnce(&FaultyProvider) + Send + 'static,
+    ) -> (TestCp, Arc<FaultyProvider>) {
+        let slot: Arc<std::sync::Mutex<Option<Arc<FaultyProvider>>>> = Arc::default();
+        let keep = slot.clone();
+        let cp = self
+            .wrap_provider(move |inner| {
+                let f = FaultyProvider::wrap(inner);
+                // Faults are in place before the control plane runs.
+                faults(&f);
+                *keep.lock().unwrap() = Some(f.clone());
+                f
+            })
+            .start()
+            .await;
+        let faulty = slot
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the provider was wrapped at start");
+        (cp, faulty)
+    }
+
     /// Sets an environment variable for every instance the CP launches.
     pub fn instance_env(mut self, name: &str, value: &str) -> Self {
         self.instance_env.push((name.into(), value.into()));
